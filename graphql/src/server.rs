@@ -1,0 +1,387 @@
+//! Routes and handlers. Handlers parse and translate; the ledger does the work. Blocking
+//! ledger reads run on actix's blocking pool (`web::block`), never on the executor.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use provledger_ledger::{Ledger, PreparedRecord, Receipt, RecordInput, StoredRecord};
+use provledger_signer::Hash;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::tiles::TilePath;
+
+/// Most records one append request may carry.
+pub const MAX_RECORDS_PER_REQUEST: usize = 10_000;
+
+/// Server settings the handlers need.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The log.
+    pub ledger: Ledger,
+    /// Metrics registry served at `/metrics`.
+    pub registry: prometheus::Registry,
+    /// Settings.
+    pub settings: Arc<ServerSettings>,
+}
+
+/// Registers every route of the provledger HTTP API on an actix `App`.
+pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        let limit = state.settings.max_body_bytes;
+        cfg.app_data(web::Data::new(state))
+            .app_data(web::PayloadConfig::new(limit))
+            .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics))
+            .route("/checkpoint", web::get().to(checkpoint))
+            .route("/tile/{rest:.*}", web::get().to(tile))
+            .route("/v1/key", web::get().to(key))
+            .route("/v1/records", web::post().to(append))
+            .route("/v1/records/{id}", web::get().to(record))
+            .route("/v1/proofs/inclusion", web::get().to(inclusion_proof))
+            .route("/v1/proofs/consistency", web::get().to(consistency_proof))
+            .default_service(web::to(not_found));
+    }
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let head = state.ledger.head();
+    let poisoned = state.ledger.is_poisoned();
+    let status = if poisoned {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    HttpResponse::build(status).json(serde_json::json!({
+        "status": if poisoned { "poisoned" } else { "ok" },
+        "tree_size": head.size,
+    }))
+}
+
+async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let encoder = prometheus::TextEncoder::new();
+    let body = encoder
+        .encode_to_string(&state.registry.gather())
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body))
+}
+
+async fn checkpoint(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(state.ledger.head().checkpoint.clone())
+}
+
+async fn key(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("{}\n", state.ledger.verifier()))
+}
+
+async fn tile(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tile = TilePath::parse(&path.into_inner())
+        .map_err(|e| ApiError::bad_request("invalid_tile_path", e))?;
+    let ledger = state.ledger.clone();
+    let bytes = web::block(move || match tile.level {
+        Some(level) => ledger.tile(level, tile.index, tile.width),
+        None => ledger.entry_bundle(tile.index, tile.width),
+    })
+    .await??;
+    let Some(bytes) = bytes else {
+        return Err(ApiError::not_found("the log does not have that tile yet"));
+    };
+    let cache = if tile.width.is_none() {
+        "public, max-age=31536000, immutable"
+    } else {
+        "public, max-age=60"
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((header::CACHE_CONTROL, cache))
+        .body(bytes))
+}
+
+/// A receipt as JSON: hex id, base64 leaf and hashes.
+#[derive(Serialize)]
+pub struct ReceiptJson {
+    id: String,
+    index: u64,
+    leaf: String,
+    tree_size: u64,
+    inclusion_proof: Vec<String>,
+    checkpoint: String,
+}
+
+impl From<Receipt> for ReceiptJson {
+    fn from(r: Receipt) -> Self {
+        ReceiptJson {
+            id: r.id.to_hex(),
+            index: r.index,
+            leaf: B64.encode(&r.leaf),
+            tree_size: r.tree_size,
+            inclusion_proof: r.inclusion_proof.iter().map(Hash::to_base64).collect(),
+            checkpoint: r.checkpoint,
+        }
+    }
+}
+
+/// One record or many, as the request body may hold either.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<serde_json::Value>),
+    One(Box<serde_json::Map<String, serde_json::Value>>),
+}
+
+async fn append(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.map_err(|e| body_error(&e, state.settings.max_body_bytes))?;
+    let msgpack = is_msgpack(&req);
+    let parsed: OneOrMany = if msgpack {
+        rmp_serde::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_msgpack",
+                format!("body is not valid MessagePack: {e}"),
+            )
+        })?
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+        })?
+    };
+    let (values, single) = match parsed {
+        OneOrMany::One(obj) => (vec![serde_json::Value::Object(*obj)], true),
+        OneOrMany::Many(v) => (v, false),
+    };
+    if values.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_record",
+            "the array holds no records",
+        ));
+    }
+    if values.len() > MAX_RECORDS_PER_REQUEST {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+            format!(
+                "{} records in one request, at most {MAX_RECORDS_PER_REQUEST} are allowed",
+                values.len()
+            ),
+        ));
+    }
+    let mut prepared = Vec::with_capacity(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        let field = if single {
+            "record".to_owned()
+        } else {
+            format!("records[{i}]")
+        };
+        let input: RecordInput = serde_json::from_value(v)
+            .map_err(|e| ApiError::bad_request("invalid_record", format!("{field}: {e}")))?;
+        prepared.push(PreparedRecord::prepare(input, &field)?);
+    }
+    let receipts = state.ledger.append(prepared).await?;
+    let mut json: Vec<ReceiptJson> = receipts.into_iter().map(ReceiptJson::from).collect();
+    if single {
+        if let Some(one) = json.pop() {
+            return Ok(HttpResponse::Ok().json(one));
+        }
+    }
+    Ok(HttpResponse::Ok().json(json))
+}
+
+fn is_msgpack(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let v = v.to_ascii_lowercase();
+            v.starts_with("application/msgpack")
+                || v.starts_with("application/x-msgpack")
+                || v.starts_with("application/vnd.msgpack")
+        })
+        .unwrap_or(false)
+}
+
+fn body_error(e: &actix_web::Error, limit: usize) -> ApiError {
+    use actix_web::error::PayloadError;
+    if let Some(PayloadError::Overflow) = e.as_error::<PayloadError>() {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "request body exceeds the limit of {limit} bytes; send fewer records per request"
+            ),
+        );
+    }
+    if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "request body exceeds the limit of {limit} bytes; send fewer records per request"
+            ),
+        );
+    }
+    ApiError::bad_request(
+        "invalid_body",
+        format!("request body could not be read: {e}"),
+    )
+}
+
+/// A stored record as JSON.
+#[derive(Serialize)]
+struct RecordJson {
+    id: String,
+    index: u64,
+    leaf: String,
+    kind: String,
+    tenant: String,
+    entity: Option<String>,
+    actor: provledger_ledger::Actor,
+    refs: Vec<RefJson>,
+    attributes: std::collections::BTreeMap<String, serde_json::Value>,
+    classification: String,
+    time: u64,
+    commitment: Option<String>,
+    payload: Option<serde_json::Value>,
+    salt: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RefJson {
+    role: String,
+    id: String,
+}
+
+impl From<StoredRecord> for RecordJson {
+    fn from(r: StoredRecord) -> Self {
+        let l = r.leaf;
+        RecordJson {
+            id: r.id.to_hex(),
+            index: r.index,
+            leaf: B64.encode(&r.leaf_bytes),
+            kind: l.kind,
+            tenant: l.tenant,
+            entity: l.entity,
+            actor: l.actor,
+            refs: l
+                .refs
+                .into_iter()
+                .map(|x| RefJson {
+                    role: x.role,
+                    id: hex::encode(x.hash),
+                })
+                .collect(),
+            attributes: l.attributes,
+            classification: l.classification,
+            time: l.time,
+            commitment: l.commitment.map(|c| B64.encode(c)),
+            payload: r.payload,
+            salt: r.salt.map(|s| B64.encode(s)),
+        }
+    }
+}
+
+async fn record(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let hash = (id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| Hash::from_hex(&id).ok())
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_id",
+                format!("record id {id:?} must be 64 lowercase hex digits"),
+            )
+        })?;
+    let ledger = state.ledger.clone();
+    let rec = web::block(move || ledger.record(&hash, None)).await??;
+    Ok(HttpResponse::Ok().json(RecordJson::from(rec)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionQuery {
+    index: u64,
+    tree_size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("{e}")))
+}
+
+async fn inclusion_proof(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q: InclusionQuery = query(&req)?;
+    let ledger = state.ledger.clone();
+    let p = web::block(move || ledger.inclusion_proof(q.index, q.tree_size)).await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "index": p.index,
+        "tree_size": p.tree_size,
+        "leaf_hash": p.leaf_hash.to_base64(),
+        "hashes": p.hashes.iter().map(Hash::to_base64).collect::<Vec<_>>(),
+    })))
+}
+
+async fn consistency_proof(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let q: ConsistencyQuery = query(&req)?;
+    let ledger = state.ledger.clone();
+    let hashes = web::block(move || ledger.consistency_proof(q.from, q.to)).await??;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "from": q.from,
+        "to": q.to,
+        "hashes": hashes.iter().map(Hash::to_base64).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,502 @@
+//! [`Ledger`]: the handle the server and the command line use. Appends go to the writer
+//! thread; reads are blocking fjall calls that async callers must run off the executor.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use provledger_signer::{leaf_hash, Checkpoint, Hash, SigningKey, VerifierKey};
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+use crate::pipeline::{Committed, Head, Job, Shared, Writer};
+use crate::record::{Leaf, PreparedRecord};
+use crate::store::{Store, TileReader};
+use crate::tiles::row_len;
+use crate::tree::{self, Memo, HASH_LEN, TILE_WIDTH};
+use crate::LedgerError;
+
+/// How to open a ledger.
+#[derive(Clone, Debug)]
+pub struct LedgerConfig {
+    /// Directory holding the fjall keyspace (`<data_dir>/fjall`).
+    pub data_dir: PathBuf,
+    /// Append requests that may wait for the writer before callers get [`LedgerError::Pushback`].
+    pub queue_depth: usize,
+    /// Most records the writer puts in one group commit.
+    pub max_batch_records: usize,
+    /// fjall block cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+impl LedgerConfig {
+    /// Defaults for a data directory: queue of 1,024 requests, batches of up to 10,000 records,
+    /// 32 MiB block cache.
+    pub fn new(data_dir: impl Into<PathBuf>) -> LedgerConfig {
+        LedgerConfig {
+            data_dir: data_dir.into(),
+            queue_depth: 1024,
+            max_batch_records: 10_000,
+            cache_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// A signed receipt: where a record landed and the proof that it is in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// Record id: the leaf hash.
+    pub id: Hash,
+    /// Leaf index.
+    pub index: u64,
+    /// Leaf bytes (canonical MessagePack).
+    pub leaf: Vec<u8>,
+    /// Tree size of the checkpoint the proof is against.
+    pub tree_size: u64,
+    /// RFC 6962 audit path, leaf side first.
+    pub inclusion_proof: Vec<Hash>,
+    /// The C2SP signed checkpoint note.
+    pub checkpoint: String,
+}
+
+/// A record as stored: the decoded leaf and its payload.
+#[derive(Clone, Debug)]
+pub struct StoredRecord {
+    /// Record id: the leaf hash.
+    pub id: Hash,
+    /// Leaf index.
+    pub index: u64,
+    /// Leaf bytes.
+    pub leaf_bytes: Vec<u8>,
+    /// Decoded leaf.
+    pub leaf: Leaf,
+    /// Payload as JSON, when present and not erased.
+    pub payload: Option<serde_json::Value>,
+    /// Salt of the payload commitment.
+    pub salt: Option<[u8; 32]>,
+}
+
+/// An inclusion proof for one leaf against one tree size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InclusionProof {
+    /// Leaf index.
+    pub index: u64,
+    /// Tree size the proof is against.
+    pub tree_size: u64,
+    /// The leaf's hash.
+    pub leaf_hash: Hash,
+    /// Audit path, leaf side first.
+    pub hashes: Vec<Hash>,
+}
+
+/// The ledger: an append-only RFC 6962 log on fjall with a single writer thread.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    shared: Arc<Shared>,
+    verifier: VerifierKey,
+    metrics: Metrics,
+    tx: Mutex<Option<SyncSender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Ok(mut w) = self.writer.lock() {
+            if let Some(handle) = w.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `config.data_dir`, signing with `key`. Start-up reads the
+    /// persisted tree state; it does not replay the log.
+    pub fn open(
+        config: &LedgerConfig,
+        key: SigningKey,
+        registry: &prometheus::Registry,
+    ) -> Result<Ledger, LedgerError> {
+        let store = Store::open(&config.data_dir, config.cache_bytes)?;
+        let state = store.state()?;
+        let metrics = Metrics::register(registry)
+            .map_err(|e| LedgerError::Corrupt(format!("metrics registration failed: {e}")))?;
+        let head = if state.checkpoint.is_empty() {
+            let cp = Checkpoint {
+                origin: key.name().to_owned(),
+                size: 0,
+                root: provledger_signer::empty_root(),
+                extensions: Vec::new(),
+            };
+            Head {
+                size: 0,
+                root: cp.root,
+                checkpoint: key.sign_checkpoint(&cp),
+            }
+        } else {
+            let cp = provledger_signer::Note::parse(&state.checkpoint)
+                .ok()
+                .and_then(|n| Checkpoint::parse_body(&n.body).ok())
+                .ok_or_else(|| LedgerError::Corrupt("stored checkpoint does not parse".into()))?;
+            if cp.size != state.size {
+                return Err(LedgerError::Corrupt(format!(
+                    "stored checkpoint is for size {}, the tree state for size {}",
+                    cp.size, state.size
+                )));
+            }
+            if cp.origin != key.name() {
+                return Err(LedgerError::Corrupt(format!(
+                    "the log's origin is {:?} but the signing key is named {:?}; use the key this log was created with",
+                    cp.origin,
+                    key.name()
+                )));
+            }
+            Head {
+                size: cp.size,
+                root: cp.root,
+                checkpoint: state.checkpoint.clone(),
+            }
+        };
+        metrics
+            .tree_size
+            .set(i64::try_from(head.size).unwrap_or(i64::MAX));
+        let shared = Arc::new(Shared {
+            head: RwLock::new(Arc::new(head)),
+            poisoned: Default::default(),
+        });
+        let verifier = key.verifier();
+        let writer = Writer::new(
+            store.clone(),
+            key,
+            &state,
+            Arc::clone(&shared),
+            metrics.clone(),
+            config.max_batch_records.max(1),
+        )?;
+        let (tx, rx) = sync_channel(config.queue_depth.max(1));
+        let handle = std::thread::Builder::new()
+            .name("provledger-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                store,
+                shared,
+                verifier,
+                metrics,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// Appends records atomically (all or none) and answers once they are fsynced and covered
+    /// by a signed checkpoint, with one receipt per record in order.
+    pub async fn append(&self, records: Vec<PreparedRecord>) -> Result<Vec<Receipt>, LedgerError> {
+        let started = Instant::now();
+        if self.is_poisoned() {
+            return Err(LedgerError::Poisoned);
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = Job { records, reply };
+        {
+            let guard = self
+                .inner
+                .tx
+                .lock()
+                .map_err(|_| LedgerError::ShuttingDown)?;
+            let tx = guard.as_ref().ok_or(LedgerError::ShuttingDown)?;
+            match tx.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.inner.metrics.pushback.inc();
+                    return Err(LedgerError::Pushback);
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(LedgerError::ShuttingDown),
+            }
+        }
+        let committed = rx.await.map_err(|_| LedgerError::ShuttingDown)??;
+        let this = self.clone();
+        let receipts = tokio::task::spawn_blocking(move || this.receipts(committed))
+            .await
+            .map_err(|_| LedgerError::ShuttingDown)??;
+        self.inner
+            .metrics
+            .append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(receipts)
+    }
+
+    /// Appends from synchronous code (benchmarks, tools); blocks the calling thread.
+    pub fn append_blocking(
+        &self,
+        records: Vec<PreparedRecord>,
+    ) -> Result<Vec<Receipt>, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self
+                .inner
+                .tx
+                .lock()
+                .map_err(|_| LedgerError::ShuttingDown)?;
+            let tx = guard.as_ref().ok_or(LedgerError::ShuttingDown)?;
+            tx.send(Job { records, reply })
+                .map_err(|_| LedgerError::ShuttingDown)?;
+        }
+        let committed = rx
+            .blocking_recv()
+            .map_err(|_| LedgerError::ShuttingDown)??;
+        self.receipts(committed)
+    }
+
+    fn receipts(&self, committed: Committed) -> Result<Vec<Receipt>, LedgerError> {
+        let head = committed.head;
+        let mut nodes = Memo::new(TileReader::new(&self.inner.store));
+        let mut out = Vec::with_capacity(committed.entries.len());
+        for (index, leaf) in committed.entries {
+            let leaf = match leaf {
+                Some(l) => l,
+                None => self.leaf(index)?,
+            };
+            let inclusion_proof = tree::inclusion_path(&mut nodes, index, head.size)?;
+            out.push(Receipt {
+                id: leaf_hash(&leaf),
+                index,
+                leaf,
+                tree_size: head.size,
+                inclusion_proof,
+                checkpoint: head.checkpoint.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The latest signed tree head.
+    pub fn head(&self) -> Arc<Head> {
+        self.inner.shared.head()
+    }
+
+    /// The log's verifier key.
+    pub fn verifier(&self) -> &VerifierKey {
+        &self.inner.verifier
+    }
+
+    /// True after a failed fsync; appends are refused until restart.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Leaf bytes at an index of the current tree.
+    pub fn leaf(&self, index: u64) -> Result<Vec<u8>, LedgerError> {
+        let size = self.head().size;
+        if index >= size {
+            return Err(LedgerError::OutOfRange {
+                what: "index",
+                value: index,
+                tree_size: size,
+            });
+        }
+        let bytes = self
+            .inner
+            .store
+            .entry(index)?
+            .ok_or_else(|| LedgerError::Corrupt(format!("entry {index} is missing")))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// A record by id, with its payload. Ids of other tenants are [`LedgerError::NotFound`] when
+    /// `tenant` is given.
+    pub fn record(&self, id: &Hash, tenant: Option<&str>) -> Result<StoredRecord, LedgerError> {
+        let (index, owner) = self
+            .inner
+            .store
+            .lookup_id(id)?
+            .ok_or(LedgerError::NotFound)?;
+        if tenant.is_some_and(|t| t != owner) || index >= self.head().size {
+            return Err(LedgerError::NotFound);
+        }
+        self.record_at(index)
+    }
+
+    /// The record at an index.
+    pub fn record_at(&self, index: u64) -> Result<StoredRecord, LedgerError> {
+        let leaf_bytes = self.leaf(index)?;
+        let leaf = Leaf::decode(&leaf_bytes)?;
+        let (payload, salt) = match self.inner.store.payloads.get(index.to_be_bytes())? {
+            None => (None, None),
+            Some(v) => {
+                let (salt, json) = v.split_at_checked(32).ok_or_else(|| {
+                    LedgerError::Corrupt(format!("payload {index} is shorter than its salt"))
+                })?;
+                let salt: [u8; 32] = salt
+                    .try_into()
+                    .map_err(|_| LedgerError::Corrupt(format!("payload {index}: bad salt")))?;
+                let payload = serde_json::from_slice(json).map_err(|e| {
+                    LedgerError::Corrupt(format!("payload {index} is not JSON: {e}"))
+                })?;
+                (Some(payload), Some(salt))
+            }
+        };
+        Ok(StoredRecord {
+            id: leaf_hash(&leaf_bytes),
+            index,
+            leaf_bytes,
+            leaf,
+            payload,
+            salt,
+        })
+    }
+
+    /// Inclusion proof of `index` against `tree_size` (the current size when `None`).
+    pub fn inclusion_proof(
+        &self,
+        index: u64,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof, LedgerError> {
+        let current = self.head().size;
+        let tree_size = tree_size.unwrap_or(current);
+        if tree_size > current {
+            return Err(LedgerError::OutOfRange {
+                what: "tree_size",
+                value: tree_size,
+                tree_size: current,
+            });
+        }
+        if index >= tree_size {
+            return Err(LedgerError::OutOfRange {
+                what: "index",
+                value: index,
+                tree_size,
+            });
+        }
+        let mut nodes = Memo::new(TileReader::new(&self.inner.store));
+        let hashes = tree::inclusion_path(&mut nodes, index, tree_size)?;
+        let leaf_hash = nodes_leaf(&mut nodes, index)?;
+        Ok(InclusionProof {
+            index,
+            tree_size,
+            leaf_hash,
+            hashes,
+        })
+    }
+
+    /// Consistency proof between two tree sizes, both at most the current size.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
+        let current = self.head().size;
+        if to > current {
+            return Err(LedgerError::OutOfRange {
+                what: "to",
+                value: to,
+                tree_size: current,
+            });
+        }
+        let mut nodes = Memo::new(TileReader::new(&self.inner.store));
+        tree::consistency_path(&mut nodes, from, to)
+    }
+
+    /// Root hash of the tree at an earlier size.
+    pub fn root_at(&self, tree_size: u64) -> Result<Hash, LedgerError> {
+        let current = self.head().size;
+        if tree_size > current {
+            return Err(LedgerError::OutOfRange {
+                what: "tree_size",
+                value: tree_size,
+                tree_size: current,
+            });
+        }
+        let mut nodes = Memo::new(TileReader::new(&self.inner.store));
+        tree::subtree_hash(&mut nodes, 0, tree_size)
+    }
+
+    /// A tlog-tiles hash tile: level `level`, index `index`, the full tile when `width` is `None`.
+    /// `None` when the current tree does not have that many hashes there.
+    pub fn tile(
+        &self,
+        level: u8,
+        index: u64,
+        width: Option<u16>,
+    ) -> Result<Option<Vec<u8>>, LedgerError> {
+        let count = row_len(self.head().size, level);
+        let Some(want) = tile_width(count, index, width) else {
+            return Ok(None);
+        };
+        let Some(stored) = self.inner.store.tile(level, index)? else {
+            return Err(LedgerError::Corrupt(format!(
+                "tile {level}/{index} is missing"
+            )));
+        };
+        let bytes = stored.get(..want as usize * HASH_LEN).ok_or_else(|| {
+            LedgerError::Corrupt(format!(
+                "tile {level}/{index} is shorter than the tree needs"
+            ))
+        })?;
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// A tlog-tiles entry bundle: each leaf prefixed by its 2-byte big-endian length.
+    pub fn entry_bundle(
+        &self,
+        index: u64,
+        width: Option<u16>,
+    ) -> Result<Option<Vec<u8>>, LedgerError> {
+        let count = self.head().size;
+        let Some(want) = tile_width(count, index, width) else {
+            return Ok(None);
+        };
+        let start = index * TILE_WIDTH;
+        let end = start + want;
+        let mut out = Vec::new();
+        let mut expected = start;
+        for kv in self
+            .inner
+            .store
+            .entries
+            .range(start.to_be_bytes()..end.to_be_bytes())
+        {
+            let (k, v) = kv?;
+            let i = crate::store::be_u64(&k)?;
+            if i != expected {
+                return Err(LedgerError::Corrupt(format!("entry {expected} is missing")));
+            }
+            let len = u16::try_from(v.len()).map_err(|_| {
+                LedgerError::Corrupt(format!("entry {i} is longer than 65535 bytes"))
+            })?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&v);
+            expected += 1;
+        }
+        if expected != end {
+            return Err(LedgerError::Corrupt(format!("entry {expected} is missing")));
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The leaf hash at `index`, read from the level-0 tile.
+fn nodes_leaf<R: tree::NodeReader>(nodes: &mut R, index: u64) -> Result<Hash, LedgerError> {
+    nodes.perfect(0, index)
+}
+
+/// Width of tile `index` of a row with `count` hashes, if it can serve `width` (full when None).
+fn tile_width(count: u64, index: u64, width: Option<u16>) -> Option<u64> {
+    let available = count
+        .checked_sub(index.checked_mul(TILE_WIDTH)?)?
+        .min(TILE_WIDTH);
+    match width {
+        None if available == TILE_WIDTH => Some(TILE_WIDTH),
+        None => None,
+        Some(w) if w == 0 || u64::from(w) >= TILE_WIDTH => None,
+        Some(w) if u64::from(w) <= available => Some(u64::from(w)),
+        Some(_) => None,
+    }
+}

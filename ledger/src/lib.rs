@@ -1,0 +1,49 @@
+//! The provledger log.
+//!
+//! This crate owns the record model and its canonical leaf encoding, the RFC 6962 Merkle
+//! tree stored on disk as C2SP tlog-tiles, the durable append pipeline (group commit, fsync,
+//! one signed checkpoint per batch, idempotency), inclusion and consistency proofs, and the
+//! offline verifier of a data directory. Storage is fjall.
+//!
+//! It must not know about HTTP or GraphQL: callers hand it validated records and get receipts
+//! back. Key layouts and tree internals stay private; `docs/format.md` documents what is
+//! stored.
+//!
+//! ```
+//! use provledger_ledger::{Ledger, LedgerConfig, PreparedRecord, RecordInput};
+//! use provledger_signer::{verify_inclusion, leaf_hash, verify_checkpoint, SigningKey};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let key = SigningKey::generate("example.com/log")?;
+//! let vkey = key.verifier();
+//! let ledger = Ledger::open(&LedgerConfig::new(dir.path()), key, &prometheus::Registry::new())?;
+//! let input: RecordInput = serde_json::from_str(
+//!     r#"{"kind":"input","entity":"doc:1","actor":{"type":"agent","id":"a1"},"payload":{"text":"hi"}}"#,
+//! )?;
+//! let receipts = ledger.append_blocking(vec![PreparedRecord::prepare(input, "record")?])?;
+//! let r = &receipts[0];
+//! let cp = verify_checkpoint(&r.checkpoint, &[vkey])?;
+//! verify_inclusion(&leaf_hash(&r.leaf), r.index, r.tree_size, &r.inclusion_proof, &cp.checkpoint().root)?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod ledger;
+mod metrics;
+mod pipeline;
+mod record;
+mod store;
+mod tiles;
+mod tree;
+mod verify;
+
+// The public surface: the ledger handle and what goes in and out of it.
+pub use crate::error::LedgerError;
+pub use crate::ledger::{InclusionProof, Ledger, LedgerConfig, Receipt, StoredRecord};
+pub use crate::pipeline::Head;
+pub use crate::record::{
+    commitment, Actor, Leaf, LeafRef, PreparedRecord, RecordInput, RefInput, SealedPayload,
+    DEFAULT_CLASSIFICATION, DEFAULT_TENANT, LEAF_FORMAT_VERSION, MAX_LEAF_BYTES,
+};
+pub use crate::verify::{verify_data_dir, VerifyError, VerifyReport};

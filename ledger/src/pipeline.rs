@@ -1,0 +1,437 @@
+//! The append pipeline. One writer thread owns the tree's right edge and runs each group
+//! commit through the stages named in `docs/life-of-a-record.md`:
+//!
+//! sequence → resolve → encode → integrate → sign → commit (write + fsync) → answer.
+//!
+//! Requests arrive over a bounded channel; when it is full the caller gets
+//! [`LedgerError::Pushback`] instead of an unbounded queue. A failed commit poisons the ledger.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use fjall::PersistMode;
+use provledger_signer::{leaf_hash, Checkpoint, Hash, SigningKey};
+use tokio::sync::oneshot;
+use tracing::{debug, error, info_span};
+
+use crate::metrics::Metrics;
+use crate::record::{Leaf, LeafRef, PreparedRecord, RefTarget, LEAF_FORMAT_VERSION};
+use crate::store::{self, State, Store};
+use crate::tiles::TileRows;
+use crate::tree::Frontier;
+use crate::LedgerError;
+
+/// The latest signed tree head.
+#[derive(Clone, Debug)]
+pub struct Head {
+    /// Entries in the tree.
+    pub size: u64,
+    /// RFC 6962 root hash.
+    pub root: Hash,
+    /// The C2SP signed note of the checkpoint for `size`.
+    pub checkpoint: String,
+}
+
+/// State shared between the writer and readers.
+pub(crate) struct Shared {
+    pub(crate) head: RwLock<Arc<Head>>,
+    pub(crate) poisoned: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn head(&self) -> Arc<Head> {
+        match self.head.read() {
+            Ok(h) => Arc::clone(&h),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn set_head(&self, head: Head) {
+        let head = Arc::new(head);
+        match self.head.write() {
+            Ok(mut h) => *h = head,
+            Err(poisoned) => *poisoned.into_inner() = head,
+        }
+    }
+}
+
+/// One append request: all of its records land in the same batch, or none do.
+pub(crate) struct Job {
+    pub(crate) records: Vec<PreparedRecord>,
+    pub(crate) reply: oneshot::Sender<Result<Committed, LedgerError>>,
+}
+
+/// What the writer answers for a job: where each record landed, under which head.
+pub(crate) struct Committed {
+    /// Per record: its index and, when it was appended by this job, its leaf bytes.
+    pub(crate) entries: Vec<(u64, Option<Vec<u8>>)>,
+    pub(crate) head: Arc<Head>,
+}
+
+pub(crate) struct Writer {
+    store: Store,
+    key: SigningKey,
+    origin: String,
+    frontier: Frontier,
+    tiles: TileRows,
+    time: u64,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+    max_batch_records: usize,
+}
+
+/// Index entries created by staged records that are not in the store yet.
+#[derive(Default)]
+struct Overlay {
+    ids: HashMap<Hash, (u64, String)>,
+    latest: HashMap<(String, String), (u64, Hash)>,
+    idem: HashMap<(String, String), (u64, [u8; 32])>,
+}
+
+impl Overlay {
+    fn absorb(&mut self, other: Overlay) {
+        self.ids.extend(other.ids);
+        self.latest.extend(other.latest);
+        self.idem.extend(other.idem);
+    }
+}
+
+enum Staged {
+    New {
+        index: u64,
+        hash: Hash,
+        leaf: Vec<u8>,
+        record: PreparedRecord,
+    },
+    Existing {
+        index: u64,
+    },
+}
+
+impl Writer {
+    pub(crate) fn new(
+        store: Store,
+        key: SigningKey,
+        state: &State,
+        shared: Arc<Shared>,
+        metrics: Metrics,
+        max_batch_records: usize,
+    ) -> Result<Writer, LedgerError> {
+        let hashes = state
+            .frontier
+            .iter()
+            .map(|b| {
+                Hash::from_slice(b).map_err(|e| LedgerError::Corrupt(format!("frontier: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let frontier = Frontier::from_parts(state.size, hashes)?;
+        let tiles = TileRows::load(&store, state.size)?;
+        Ok(Writer {
+            origin: key.name().to_owned(),
+            store,
+            key,
+            frontier,
+            tiles,
+            time: state.time,
+            shared,
+            metrics,
+            max_batch_records,
+        })
+    }
+
+    /// Runs until every sender is dropped.
+    pub(crate) fn run(mut self, rx: Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut count = first.records.len();
+            let mut jobs = vec![first];
+            while count < self.max_batch_records {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        count += job.records.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(jobs);
+        }
+        debug!("append pipeline stopped");
+    }
+
+    fn process(&mut self, jobs: Vec<Job>) {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            for job in jobs {
+                let _ = job.reply.send(Err(LedgerError::Poisoned));
+            }
+            return;
+        }
+        let span = info_span!(
+            "batch",
+            jobs = jobs.len(),
+            first_index = self.frontier.size()
+        );
+        let _enter = span.enter();
+        let start_size = self.frontier.size();
+        self.time = self.time.max(now_ms());
+        let mut batch = self
+            .store
+            .keyspace
+            .batch()
+            .durability(Some(PersistMode::SyncAll));
+        let mut overlay = Overlay::default();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let result = self.stage(job.records, &overlay);
+            match result {
+                Ok((staged, local)) => {
+                    overlay.absorb(local);
+                    let entries = self.integrate(&mut batch, staged);
+                    outcomes.push((job.reply, Ok(entries)));
+                }
+                Err(e) => {
+                    self.metrics.rejected_jobs.inc();
+                    outcomes.push((job.reply, Err(e)));
+                }
+            }
+        }
+        let appended = self.frontier.size() - start_size;
+        let head = if appended == 0 {
+            self.shared.head()
+        } else {
+            match self.sign_and_commit(batch) {
+                Ok(head) => {
+                    self.metrics.records_appended.inc_by(appended);
+                    self.metrics.batch_records.observe(appended as f64);
+                    self.metrics
+                        .tree_size
+                        .set(i64::try_from(head.size).unwrap_or(i64::MAX));
+                    head
+                }
+                Err(e) => {
+                    error!(error = %e, "batch commit failed; the ledger is poisoned until restart");
+                    self.shared.poisoned.store(true, Ordering::Release);
+                    self.metrics.poisoned.set(1);
+                    for (reply, _) in outcomes {
+                        let _ = reply.send(Err(LedgerError::Poisoned));
+                    }
+                    return;
+                }
+            }
+        };
+        for (reply, outcome) in outcomes {
+            let _ = reply.send(outcome.map(|entries| Committed {
+                entries,
+                head: Arc::clone(&head),
+            }));
+        }
+    }
+
+    /// Sequences, resolves and encodes one job's records without touching the tree, so a job
+    /// with one bad record leaves no trace.
+    fn stage(
+        &self,
+        records: Vec<PreparedRecord>,
+        batch_overlay: &Overlay,
+    ) -> Result<(Vec<Staged>, Overlay), LedgerError> {
+        let mut local = Overlay::default();
+        let mut staged = Vec::with_capacity(records.len());
+        let mut next = self.frontier.size();
+        for record in records {
+            if let Some(key) = &record.idempotency_key {
+                let k = (record.tenant.clone(), key.clone());
+                let seen = match local.idem.get(&k).or_else(|| batch_overlay.idem.get(&k)) {
+                    Some(hit) => Some(*hit),
+                    None => self.store.idempotent(&record.tenant, key)?,
+                };
+                if let Some((index, fingerprint)) = seen {
+                    if fingerprint != record.fingerprint {
+                        return Err(LedgerError::IdempotencyConflict {
+                            key: key.clone(),
+                            index,
+                        });
+                    }
+                    self.metrics.idempotent_hits.inc();
+                    staged.push(Staged::Existing { index });
+                    continue;
+                }
+            }
+            let mut refs = Vec::with_capacity(record.refs.len());
+            for (j, (role, target)) in record.refs.iter().enumerate() {
+                let hash = self
+                    .resolve(&record.tenant, target, &local, batch_overlay)?
+                    .ok_or_else(|| LedgerError::UnknownRef {
+                        field: format!("{}.refs[{j}].ref", record.field),
+                        reference: match target {
+                            RefTarget::Id(h) => h.to_hex(),
+                            RefTarget::Entity(e) => e.clone(),
+                        },
+                    })?;
+                refs.push(LeafRef {
+                    role: role.clone(),
+                    hash: *hash.as_bytes(),
+                });
+            }
+            let leaf = Leaf {
+                v: LEAF_FORMAT_VERSION,
+                index: next,
+                time: self.time,
+                tenant: record.tenant.clone(),
+                kind: record.kind.clone(),
+                entity: record.entity.clone(),
+                actor: record.actor.clone(),
+                refs,
+                attributes: record.attributes.clone(),
+                classification: record.classification.clone(),
+                commitment: record.payload.as_ref().map(|p| p.commitment),
+            };
+            let bytes = leaf.encode()?;
+            let hash = leaf_hash(&bytes);
+            local.ids.insert(hash, (next, record.tenant.clone()));
+            if let Some(entity) = &record.entity {
+                local
+                    .latest
+                    .insert((record.tenant.clone(), entity.clone()), (next, hash));
+            }
+            if let Some(key) = &record.idempotency_key {
+                local.idem.insert(
+                    (record.tenant.clone(), key.clone()),
+                    (next, record.fingerprint),
+                );
+            }
+            staged.push(Staged::New {
+                index: next,
+                hash,
+                leaf: bytes,
+                record,
+            });
+            next += 1;
+        }
+        Ok((staged, local))
+    }
+
+    fn resolve(
+        &self,
+        tenant: &str,
+        target: &RefTarget,
+        local: &Overlay,
+        batch: &Overlay,
+    ) -> Result<Option<Hash>, LedgerError> {
+        match target {
+            RefTarget::Id(id) => {
+                let found = match local.ids.get(id).or_else(|| batch.ids.get(id)) {
+                    Some((_, t)) => Some(t.clone()),
+                    None => self.store.lookup_id(id)?.map(|(_, t)| t),
+                };
+                Ok(found.filter(|t| t == tenant).map(|_| *id))
+            }
+            RefTarget::Entity(entity) => {
+                let k = (tenant.to_owned(), entity.clone());
+                if let Some((_, h)) = local.latest.get(&k).or_else(|| batch.latest.get(&k)) {
+                    return Ok(Some(*h));
+                }
+                Ok(self.store.latest_version(tenant, entity)?.map(|(_, h)| h))
+            }
+        }
+    }
+
+    /// Extends the tree with a job's staged records and adds their writes to the batch.
+    fn integrate(
+        &mut self,
+        batch: &mut fjall::Batch,
+        staged: Vec<Staged>,
+    ) -> Vec<(u64, Option<Vec<u8>>)> {
+        let mut entries = Vec::with_capacity(staged.len());
+        for s in staged {
+            match s {
+                Staged::Existing { index } => entries.push((index, None)),
+                Staged::New {
+                    index,
+                    hash,
+                    leaf,
+                    record,
+                } => {
+                    let tiles = &mut self.tiles;
+                    self.frontier.push(hash, |h, i, x| tiles.on_node(h, i, x));
+                    let key = index.to_be_bytes();
+                    batch.insert(&self.store.entries, key, leaf.clone());
+                    if let Some(p) = &record.payload {
+                        let mut v = Vec::with_capacity(32 + p.canonical.len());
+                        v.extend_from_slice(&p.salt);
+                        v.extend_from_slice(&p.canonical);
+                        batch.insert(&self.store.payloads, key, v);
+                    }
+                    batch.insert(
+                        &self.store.ids,
+                        hash.as_bytes().to_vec(),
+                        store::index_and(index, record.tenant.as_bytes()),
+                    );
+                    if let Some(entity) = &record.entity {
+                        batch.insert(
+                            &self.store.versions,
+                            store::version_key(&record.tenant, entity, index),
+                            hash.as_bytes().to_vec(),
+                        );
+                    }
+                    if let Some(k) = &record.idempotency_key {
+                        batch.insert(
+                            &self.store.idem,
+                            store::idem_key(&record.tenant, k),
+                            store::index_and(index, &record.fingerprint),
+                        );
+                    }
+                    entries.push((index, Some(leaf)));
+                }
+            }
+        }
+        entries
+    }
+
+    /// Signs the new checkpoint, writes tiles and state, and commits the batch with fsync.
+    fn sign_and_commit(&mut self, mut batch: fjall::Batch) -> Result<Arc<Head>, LedgerError> {
+        let size = self.frontier.size();
+        let root = self.frontier.root();
+        let checkpoint = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root,
+            extensions: Vec::new(),
+        };
+        let note = self.key.sign_checkpoint(&checkpoint);
+        for (level, index, bytes) in self.tiles.take_dirty() {
+            batch.insert(&self.store.tiles, store::tile_key(level, index), bytes);
+        }
+        let state = State {
+            size,
+            time: self.time,
+            frontier: self
+                .frontier
+                .hashes()
+                .iter()
+                .map(|h| serde_bytes::ByteBuf::from(h.as_bytes().to_vec()))
+                .collect(),
+            checkpoint: note.clone(),
+        };
+        self.store.put_state(&mut batch, &state)?;
+        let started = Instant::now();
+        batch.commit()?;
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.shared.set_head(Head {
+            size,
+            root,
+            checkpoint: note,
+        });
+        Ok(self.shared.head())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,391 @@
+//! The record model: what a client submits ([`RecordInput`]), what the log commits to
+//! ([`Leaf`], canonical MessagePack), and the salted payload commitment.
+
+use std::collections::BTreeMap;
+
+use provledger_signer::Hash;
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::LedgerError;
+
+/// Version of the leaf encoding written in every leaf's `v` field.
+pub const LEAF_FORMAT_VERSION: u8 = 1;
+/// tlog-tiles frames every entry with a 2-byte length, so a leaf can be at most this long.
+pub const MAX_LEAF_BYTES: usize = u16::MAX as usize;
+/// Classification given to records that do not name one.
+pub const DEFAULT_CLASSIFICATION: &str = "internal";
+/// Tenant of records that do not name one.
+pub const DEFAULT_TENANT: &str = "default";
+
+const MAX_REFS: usize = 1024;
+const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+
+/// A record as a client submits it (JSON or MessagePack). Unknown fields are refused.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordInput {
+    /// `input`, `model`, `policy`, `decision`, `output`, `approval`, `erasure`, …
+    pub kind: String,
+    /// Whose record it is; `default` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// The logical thing this record is a version of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    /// Who wrote it.
+    pub actor: Actor,
+    /// The sources this record cites.
+    #[serde(default)]
+    pub refs: Vec<RefInput>,
+    /// Small, non-sensitive metadata.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    /// The content; stored beside the tree and committed by a salted digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    /// Data class; `internal` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
+    /// A retried append with the same key returns the first receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Who wrote a record.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// `agent`, `human`, `service`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Identifier of the actor within its type.
+    pub id: String,
+}
+
+/// A source cited by a record, as submitted.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RefInput {
+    /// `input`, `model`, `policy`, `prompt`, `tool`, `approval`, `parent`, …
+    pub role: String,
+    /// A record id (64 lowercase hex digits) or an entity name (its latest version).
+    #[serde(rename = "ref")]
+    pub target: String,
+}
+
+/// A resolved reference inside a leaf: the cited record's leaf hash.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct LeafRef {
+    /// Role of the source.
+    pub role: String,
+    /// Leaf hash of the exact version cited.
+    #[serde(with = "serde_bytes")]
+    pub hash: [u8; 32],
+}
+
+/// What the log commits to. Its canonical MessagePack encoding (string keys, fields in
+/// this order, attribute keys sorted) is the leaf; `docs/format.md` documents it field by field.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Leaf {
+    /// Leaf format version ([`LEAF_FORMAT_VERSION`]).
+    pub v: u8,
+    /// Position in the log.
+    pub index: u64,
+    /// Integration time, milliseconds since the Unix epoch, assigned by the ledger.
+    pub time: u64,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Record kind.
+    pub kind: String,
+    /// Entity this record is a version of.
+    pub entity: Option<String>,
+    /// Writer.
+    pub actor: Actor,
+    /// Resolved sources.
+    pub refs: Vec<LeafRef>,
+    /// Metadata, keys sorted.
+    #[serde(serialize_with = "sorted_map")]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    /// Data class.
+    pub classification: String,
+    /// SHA-256(salt ‖ RFC 8785 JSON of the payload), or nil without a payload.
+    #[serde(with = "serde_bytes")]
+    pub commitment: Option<[u8; 32]>,
+}
+
+impl Leaf {
+    /// The canonical leaf bytes.
+    pub fn encode(&self) -> Result<Vec<u8>, LedgerError> {
+        let bytes = rmp_serde::to_vec_named(self)
+            .map_err(|e| LedgerError::invalid("record", format!("cannot be encoded: {e}")))?;
+        if bytes.len() > MAX_LEAF_BYTES {
+            return Err(LedgerError::LeafTooLarge {
+                size: bytes.len(),
+                limit: MAX_LEAF_BYTES,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Decodes leaf bytes read from storage or from a bundle.
+    pub fn decode(bytes: &[u8]) -> Result<Leaf, LedgerError> {
+        let leaf: Leaf = rmp_serde::from_slice(bytes)
+            .map_err(|e| LedgerError::Corrupt(format!("leaf does not decode: {e}")))?;
+        if leaf.v != LEAF_FORMAT_VERSION {
+            return Err(LedgerError::Corrupt(format!(
+                "unknown leaf format version {}",
+                leaf.v
+            )));
+        }
+        Ok(leaf)
+    }
+}
+
+/// Serializes a JSON map with keys in byte order at every depth, whatever map type
+/// serde_json was built with.
+fn sorted_map<S: serde::Serializer>(
+    map: &BTreeMap<String, serde_json::Value>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(map.len()))?;
+    for (k, v) in map {
+        m.serialize_entry(k, &Sorted(v))?;
+    }
+    m.end()
+}
+
+struct Sorted<'a>(&'a serde_json::Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            serde_json::Value::Object(obj) => {
+                let mut keys: Vec<&String> = obj.keys().collect();
+                keys.sort();
+                let mut m = s.serialize_map(Some(keys.len()))?;
+                for k in keys {
+                    if let Some(v) = obj.get(k) {
+                        m.serialize_entry(k, &Sorted(v))?;
+                    }
+                }
+                m.end()
+            }
+            serde_json::Value::Array(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for v in items {
+                    seq.serialize_element(&Sorted(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
+    }
+}
+
+/// A payload ready to store: its RFC 8785 bytes, the random salt and the commitment.
+#[derive(Clone, Debug)]
+pub struct SealedPayload {
+    /// 32 random bytes.
+    pub salt: [u8; 32],
+    /// RFC 8785 (JCS) canonical JSON of the payload.
+    pub canonical: Vec<u8>,
+    /// SHA-256(salt ‖ canonical).
+    pub commitment: [u8; 32],
+}
+
+impl SealedPayload {
+    /// Canonicalizes and commits to a payload with a fresh random salt.
+    pub fn seal(payload: &serde_json::Value) -> Result<SealedPayload, LedgerError> {
+        let canonical = serde_json_canonicalizer::to_vec(payload).map_err(|e| {
+            LedgerError::invalid("payload", format!("cannot be canonicalized: {e}"))
+        })?;
+        let mut salt = [0u8; 32];
+        OsRng.fill_bytes(&mut salt);
+        let commitment = commitment(&salt, &canonical);
+        Ok(SealedPayload {
+            salt,
+            canonical,
+            commitment,
+        })
+    }
+}
+
+/// SHA-256(salt ‖ canonical payload bytes).
+pub fn commitment(salt: &[u8], canonical: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(canonical);
+    h.finalize().into()
+}
+
+/// A reference as given: a record id or an entity name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RefTarget {
+    Id(Hash),
+    Entity(String),
+}
+
+impl RefTarget {
+    pub(crate) fn parse(s: &str) -> RefTarget {
+        if is_record_id(s) {
+            if let Ok(h) = Hash::from_hex(s) {
+                return RefTarget::Id(h);
+            }
+        }
+        RefTarget::Entity(s.to_owned())
+    }
+}
+
+fn is_record_id(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A submitted record after validation, with its payload sealed. Built off the writer thread.
+#[derive(Clone, Debug)]
+pub struct PreparedRecord {
+    pub(crate) tenant: String,
+    pub(crate) kind: String,
+    pub(crate) entity: Option<String>,
+    pub(crate) actor: Actor,
+    pub(crate) refs: Vec<(String, RefTarget)>,
+    pub(crate) attributes: BTreeMap<String, serde_json::Value>,
+    pub(crate) classification: String,
+    pub(crate) payload: Option<SealedPayload>,
+    pub(crate) idempotency_key: Option<String>,
+    /// SHA-256 of the submitted record (payload included), to tell a retry from a conflict;
+    /// computed only for records that carry an idempotency key.
+    pub(crate) fingerprint: [u8; 32],
+    /// Where the record sat in its request, for error messages (`record`, `records[3]`).
+    pub(crate) field: String,
+}
+
+impl PreparedRecord {
+    /// Validates a submitted record. `field` is its position in the request, for messages.
+    pub fn prepare(input: RecordInput, field: &str) -> Result<PreparedRecord, LedgerError> {
+        let at = |name: &str| format!("{field}.{name}");
+        let fingerprint = match input.idempotency_key {
+            None => [0u8; 32],
+            Some(_) => {
+                let bytes = serde_json_canonicalizer::to_vec(&input).map_err(|e| {
+                    LedgerError::invalid(field, format!("cannot be canonicalized: {e}"))
+                })?;
+                Sha256::digest(&bytes).into()
+            }
+        };
+        let tenant = input.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned());
+        check_token(&tenant, &at("tenant"), 128)?;
+        check_token(&input.kind, &at("kind"), 64)?;
+        if let Some(entity) = &input.entity {
+            check_text(entity, &at("entity"), 512)?;
+            if is_record_id(entity) {
+                return Err(LedgerError::invalid(
+                    at("entity"),
+                    "must not be 64 hex digits: that form is reserved for record ids",
+                ));
+            }
+        }
+        check_text(&input.actor.kind, &at("actor.type"), 64)?;
+        check_text(&input.actor.id, &at("actor.id"), 256)?;
+        if input.refs.len() > MAX_REFS {
+            return Err(LedgerError::invalid(
+                at("refs"),
+                format!(
+                    "has {} entries, at most {MAX_REFS} are allowed",
+                    input.refs.len()
+                ),
+            ));
+        }
+        let mut refs = Vec::with_capacity(input.refs.len());
+        for (i, r) in input.refs.into_iter().enumerate() {
+            check_token(&r.role, &at(&format!("refs[{i}].role")), 64)?;
+            check_text(&r.target, &at(&format!("refs[{i}].ref")), 512)?;
+            let target = RefTarget::parse(&r.target);
+            refs.push((r.role, target));
+        }
+        let attributes_size = rmp_serde::to_vec(&input.attributes)
+            .map(|b| b.len())
+            .unwrap_or(0);
+        if attributes_size > MAX_ATTRIBUTES_BYTES {
+            return Err(LedgerError::invalid(
+                at("attributes"),
+                format!("encode to {attributes_size} bytes, at most {MAX_ATTRIBUTES_BYTES} are allowed; put large content in the payload"),
+            ));
+        }
+        let classification = input
+            .classification
+            .unwrap_or_else(|| DEFAULT_CLASSIFICATION.to_owned());
+        check_token(&classification, &at("classification"), 64)?;
+        if let Some(key) = &input.idempotency_key {
+            check_text(key, &at("idempotency_key"), 256)?;
+        }
+        let payload = match &input.payload {
+            None | Some(serde_json::Value::Null) => None,
+            Some(p) => Some(SealedPayload::seal(p)?),
+        };
+        Ok(PreparedRecord {
+            tenant,
+            kind: input.kind,
+            entity: input.entity,
+            actor: input.actor,
+            refs,
+            attributes: input.attributes,
+            classification,
+            payload,
+            idempotency_key: input.idempotency_key,
+            fingerprint,
+            field: field.to_owned(),
+        })
+    }
+
+    /// Tenant the record will be stored under.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+}
+
+/// Identifiers: 1..=max bytes of ASCII letters, digits, `_`, `-`, `.`, `:`.
+fn check_token(s: &str, field: &str, max: usize) -> Result<(), LedgerError> {
+    check_len(s, field, max)?;
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+    {
+        return Err(LedgerError::invalid(
+            field,
+            "may only hold ASCII letters, digits and _ - . :",
+        ));
+    }
+    Ok(())
+}
+
+/// Free text: 1..=max bytes, no control characters.
+fn check_text(s: &str, field: &str, max: usize) -> Result<(), LedgerError> {
+    check_len(s, field, max)?;
+    if s.chars().any(char::is_control) {
+        return Err(LedgerError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_len(s: &str, field: &str, max: usize) -> Result<(), LedgerError> {
+    if s.is_empty() {
+        return Err(LedgerError::invalid(field, "must not be empty"));
+    }
+    if s.len() > max {
+        return Err(LedgerError::invalid(
+            field,
+            format!("is {} bytes long, at most {max} are allowed", s.len()),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Storage on fjall: partitions, key layouts and the persisted tree state. Private to the crate;
+//! `docs/operating.md` describes the layout for operators.
+//!
+//! | partition  | key                                   | value                                 |
+//! |------------|---------------------------------------|---------------------------------------|
+//! | `entries`  | index (u64 BE)                        | leaf bytes                            |
+//! | `payloads` | index (u64 BE)                        | salt (32) ‖ RFC 8785 payload          |
+//! | `tiles`    | level (u8) ‖ tile index (u64 BE)      | concatenated 32-byte hashes (≤ 256)   |
+//! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
+//! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
+//! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
+//! | `meta`     | `state`                               | MessagePack [`State`]                 |
+//!
+//! Every append batch writes all of these in one atomic fjall batch, fsynced before it is
+//! acknowledged, so a crash leaves either the whole batch or none of it.
+
+use std::path::Path;
+
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, Slice};
+use provledger_signer::Hash;
+use serde::{Deserialize, Serialize};
+
+use crate::tree::{NodeReader, HASH_LEN, TILE_HEIGHT, TILE_WIDTH};
+use crate::LedgerError;
+
+const STATE_KEY: &[u8] = b"state";
+
+/// The tree state persisted with every batch: enough to resume appending without replay.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct State {
+    pub(crate) size: u64,
+    /// Last integration time handed out (ms since epoch), so time never runs backwards.
+    pub(crate) time: u64,
+    /// Frontier hashes, largest subtree first.
+    pub(crate) frontier: Vec<serde_bytes::ByteBuf>,
+    /// The signed checkpoint (C2SP signed note) for `size`; empty before the first batch.
+    pub(crate) checkpoint: String,
+}
+
+/// Handles to the keyspace and its partitions.
+#[derive(Clone)]
+pub(crate) struct Store {
+    pub(crate) keyspace: Keyspace,
+    pub(crate) entries: PartitionHandle,
+    pub(crate) payloads: PartitionHandle,
+    pub(crate) tiles: PartitionHandle,
+    pub(crate) ids: PartitionHandle,
+    pub(crate) versions: PartitionHandle,
+    pub(crate) idem: PartitionHandle,
+    pub(crate) meta: PartitionHandle,
+}
+
+impl Store {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Store, LedgerError> {
+        let keyspace = Config::new(dir.join("fjall"))
+            .cache_size(cache_bytes)
+            .max_write_buffer_size(64 * 1024 * 1024)
+            .open()?;
+        let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
+        Ok(Store {
+            entries: open("entries")?,
+            payloads: open("payloads")?,
+            tiles: open("tiles")?,
+            ids: open("ids")?,
+            versions: open("versions")?,
+            idem: open("idem")?,
+            meta: open("meta")?,
+            keyspace,
+        })
+    }
+
+    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 7] {
+        [
+            ("entries", &self.entries),
+            ("payloads", &self.payloads),
+            ("tiles", &self.tiles),
+            ("ids", &self.ids),
+            ("versions", &self.versions),
+            ("idem", &self.idem),
+            ("meta", &self.meta),
+        ]
+    }
+
+    pub(crate) fn state(&self) -> Result<State, LedgerError> {
+        match self.meta.get(STATE_KEY)? {
+            None => Ok(State::default()),
+            Some(bytes) => rmp_serde::from_slice(&bytes)
+                .map_err(|e| LedgerError::Corrupt(format!("tree state does not decode: {e}"))),
+        }
+    }
+
+    pub(crate) fn put_state(
+        &self,
+        batch: &mut fjall::Batch,
+        state: &State,
+    ) -> Result<(), LedgerError> {
+        let bytes = rmp_serde::to_vec_named(state)
+            .map_err(|e| LedgerError::Corrupt(format!("tree state does not encode: {e}")))?;
+        batch.insert(&self.meta, STATE_KEY, bytes);
+        Ok(())
+    }
+
+    pub(crate) fn entry(&self, index: u64) -> Result<Option<Slice>, LedgerError> {
+        Ok(self.entries.get(index.to_be_bytes())?)
+    }
+
+    pub(crate) fn tile(&self, level: u8, index: u64) -> Result<Option<Slice>, LedgerError> {
+        Ok(self.tiles.get(tile_key(level, index))?)
+    }
+
+    /// Index and tenant of a record id.
+    pub(crate) fn lookup_id(&self, id: &Hash) -> Result<Option<(u64, String)>, LedgerError> {
+        let Some(v) = self.ids.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let (index, tenant) = split_index(&v)?;
+        let tenant = String::from_utf8(tenant.to_vec())
+            .map_err(|_| LedgerError::Corrupt("tenant in id index is not UTF-8".into()))?;
+        Ok(Some((index, tenant)))
+    }
+
+    /// Index and leaf hash of the latest version of an entity.
+    pub(crate) fn latest_version(
+        &self,
+        tenant: &str,
+        entity: &str,
+    ) -> Result<Option<(u64, Hash)>, LedgerError> {
+        let prefix = entity_prefix(tenant, entity);
+        let Some(kv) = self.versions.prefix(&prefix).next_back() else {
+            return Ok(None);
+        };
+        let (k, v) = kv?;
+        let idx_bytes = k
+            .get(prefix.len()..)
+            .ok_or_else(|| LedgerError::Corrupt("short version key".into()))?;
+        let index = be_u64(idx_bytes)?;
+        Ok(Some((
+            index,
+            Hash::from_slice(&v).map_err(|e| LedgerError::Corrupt(e.to_string()))?,
+        )))
+    }
+
+    /// Index and request fingerprint recorded under an idempotency key.
+    pub(crate) fn idempotent(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<(u64, [u8; 32])>, LedgerError> {
+        let Some(v) = self.idem.get(idem_key(tenant, key))? else {
+            return Ok(None);
+        };
+        let (index, fp) = split_index(&v)?;
+        let fp: [u8; 32] = fp
+            .try_into()
+            .map_err(|_| LedgerError::Corrupt("bad fingerprint in idempotency index".into()))?;
+        Ok(Some((index, fp)))
+    }
+}
+
+pub(crate) fn tile_key(level: u8, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    let (l, rest) = k.split_at_mut(1);
+    l.copy_from_slice(&[level]);
+    rest.copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub(crate) fn entity_prefix(tenant: &str, entity: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + entity.len() + 2);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(entity.as_bytes());
+    k.push(0);
+    k
+}
+
+pub(crate) fn version_key(tenant: &str, entity: &str, index: u64) -> Vec<u8> {
+    let mut k = entity_prefix(tenant, entity);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub(crate) fn idem_key(tenant: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tenant.len() + key.len() + 1);
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+pub(crate) fn index_and(index: u64, rest: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + rest.len());
+    v.extend_from_slice(&index.to_be_bytes());
+    v.extend_from_slice(rest);
+    v
+}
+
+fn split_index(v: &[u8]) -> Result<(u64, &[u8]), LedgerError> {
+    if v.len() < 8 {
+        return Err(LedgerError::Corrupt("short index value".into()));
+    }
+    let (a, b) = v.split_at(8);
+    Ok((be_u64(a)?, b))
+}
+
+pub(crate) fn be_u64(b: &[u8]) -> Result<u64, LedgerError> {
+    let arr: [u8; 8] = b
+        .try_into()
+        .map_err(|_| LedgerError::Corrupt(format!("expected 8 bytes, found {}", b.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+/// Hash number `pos` inside a tile's bytes.
+pub(crate) fn hash_at(tile: &[u8], pos: usize) -> Option<Hash> {
+    let bytes = tile.get(pos * HASH_LEN..(pos + 1) * HASH_LEN)?;
+    Hash::from_slice(bytes).ok()
+}
+
+/// Reads tile-row nodes (heights 0, 8, 16, …) from stored tiles, keeping the last tile read.
+pub(crate) struct TileReader<'a> {
+    store: &'a Store,
+    cached: Option<((u8, u64), Slice)>,
+}
+
+impl<'a> TileReader<'a> {
+    pub(crate) fn new(store: &'a Store) -> TileReader<'a> {
+        TileReader {
+            store,
+            cached: None,
+        }
+    }
+}
+
+impl NodeReader for TileReader<'_> {
+    fn perfect(&mut self, height: u8, index: u64) -> Result<Hash, LedgerError> {
+        let level = height / TILE_HEIGHT;
+        let tile_index = index / TILE_WIDTH;
+        let pos = (index % TILE_WIDTH) as usize;
+        let hit = matches!(&self.cached, Some((k, _)) if *k == (level, tile_index));
+        if !hit {
+            let tile = self.store.tile(level, tile_index)?.ok_or_else(|| {
+                LedgerError::Corrupt(format!("tile {level}/{tile_index} is missing"))
+            })?;
+            self.cached = Some(((level, tile_index), tile));
+        }
+        let tile = self
+            .cached
+            .as_ref()
+            .map(|(_, t)| t.as_ref())
+            .unwrap_or_default();
+        hash_at(tile, pos).ok_or_else(|| {
+            LedgerError::Corrupt(format!(
+                "tile {level}/{tile_index} holds {} hashes, node {pos} was needed",
+                tile.len() / HASH_LEN
+            ))
+        })
+    }
+}

@@ -1,0 +1,351 @@
+//! RFC 6962 tree algebra over perfect subtrees: the append frontier (compact range) and the
+//! recursive definitions of subtree hashes, audit paths and consistency proofs (RFC 6962 §2.1).
+//! Storage is abstracted as a [`NodeReader`] that returns perfect-subtree hashes.
+
+use provledger_signer::{node_hash, Hash};
+
+use crate::LedgerError;
+
+/// Tiles are 2^8 hashes wide (C2SP tlog-tiles).
+pub(crate) const TILE_HEIGHT: u8 = 8;
+/// Hashes in a full tile.
+pub(crate) const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
+/// Bytes of one hash.
+pub(crate) const HASH_LEN: usize = 32;
+
+/// Returns the hash of the perfect subtree of `2^height` leaves starting at leaf `index << height`.
+pub(crate) trait NodeReader {
+    fn perfect(&mut self, height: u8, index: u64) -> Result<Hash, LedgerError>;
+}
+
+/// Roots of the perfect subtrees that make up a tree of `size` leaves, largest first: one for each
+/// set bit of `size`. Appending is O(log n) and memory is at most 64 hashes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Frontier {
+    size: u64,
+    hashes: Vec<Hash>,
+}
+
+impl Frontier {
+    pub(crate) fn from_parts(size: u64, hashes: Vec<Hash>) -> Result<Frontier, LedgerError> {
+        if hashes.len() != size.count_ones() as usize {
+            return Err(LedgerError::Corrupt(format!(
+                "frontier of a tree of size {size} holds {} hashes, expected {}",
+                hashes.len(),
+                size.count_ones()
+            )));
+        }
+        Ok(Frontier { size, hashes })
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn hashes(&self) -> &[Hash] {
+        &self.hashes
+    }
+
+    /// Appends a leaf hash. `emit(height, index, hash)` sees every perfect node this creates,
+    /// the leaf itself first, then each parent it completes.
+    pub(crate) fn push(&mut self, leaf: Hash, mut emit: impl FnMut(u8, u64, &Hash)) {
+        emit(0, self.size, &leaf);
+        let mut hash = leaf;
+        let mut height: u8 = 0;
+        let mut index = self.size;
+        while (self.size >> height) & 1 == 1 {
+            let Some(left) = self.hashes.pop() else { break };
+            hash = node_hash(&left, &hash);
+            height += 1;
+            index >>= 1;
+            emit(height, index, &hash);
+        }
+        self.hashes.push(hash);
+        self.size += 1;
+    }
+
+    /// The RFC 6962 root of the tree.
+    pub(crate) fn root(&self) -> Hash {
+        let mut it = self.hashes.iter().rev();
+        let Some(last) = it.next() else {
+            return provledger_signer::empty_root();
+        };
+        it.fold(*last, |acc, left| node_hash(left, &acc))
+    }
+}
+
+/// Largest power of two strictly smaller than `n` (n ≥ 2).
+fn split_point(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1u64 << (63 - (n - 1).leading_zeros())
+}
+
+/// MTH(D[start:end]) for a subtree that RFC 6962's recursion can produce: `start` is aligned
+/// to the largest power of two not above `end - start`.
+pub(crate) fn subtree_hash<R: NodeReader>(
+    r: &mut R,
+    start: u64,
+    end: u64,
+) -> Result<Hash, LedgerError> {
+    let n = end - start;
+    if n == 0 {
+        return Ok(provledger_signer::empty_root());
+    }
+    if n.is_power_of_two() {
+        let height = n.trailing_zeros() as u8;
+        return r.perfect(height, start >> height);
+    }
+    let k = split_point(n);
+    let left = subtree_hash(r, start, start + k)?;
+    let right = subtree_hash(r, start + k, end)?;
+    Ok(node_hash(&left, &right))
+}
+
+/// The audit path PATH(index, D[0:size]) of RFC 6962 §2.1.1, leaf side first.
+pub(crate) fn inclusion_path<R: NodeReader>(
+    r: &mut R,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, LedgerError> {
+    if index >= size {
+        return Err(LedgerError::OutOfRange {
+            what: "index",
+            value: index,
+            tree_size: size,
+        });
+    }
+    let mut out = Vec::with_capacity(64);
+    path(r, index, 0, size, &mut out)?;
+    Ok(out)
+}
+
+fn path<R: NodeReader>(
+    r: &mut R,
+    m: u64,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Hash>,
+) -> Result<(), LedgerError> {
+    let n = end - start;
+    if n <= 1 {
+        return Ok(());
+    }
+    let k = split_point(n);
+    if m < start + k {
+        path(r, m, start, start + k, out)?;
+        out.push(subtree_hash(r, start + k, end)?);
+    } else {
+        path(r, m, start + k, end, out)?;
+        out.push(subtree_hash(r, start, start + k)?);
+    }
+    Ok(())
+}
+
+/// The consistency proof PROOF(from, D[0:to]) of RFC 6962 §2.1.2. Empty when `from` is 0 or
+/// equal to `to`.
+pub(crate) fn consistency_path<R: NodeReader>(
+    r: &mut R,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Hash>, LedgerError> {
+    if from > to {
+        return Err(LedgerError::InvalidRange(format!(
+            "from ({from}) must not be greater than to ({to})"
+        )));
+    }
+    let mut out = Vec::with_capacity(64);
+    if from > 0 && from < to {
+        subproof(r, from, 0, to, true, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn subproof<R: NodeReader>(
+    r: &mut R,
+    m: u64,
+    start: u64,
+    end: u64,
+    complete: bool,
+    out: &mut Vec<Hash>,
+) -> Result<(), LedgerError> {
+    let n = end - start;
+    if m == n {
+        if !complete {
+            out.push(subtree_hash(r, start, end)?);
+        }
+        return Ok(());
+    }
+    let k = split_point(n);
+    if m <= k {
+        subproof(r, m, start, start + k, complete, out)?;
+        out.push(subtree_hash(r, start + k, end)?);
+    } else {
+        subproof(r, m - k, start + k, end, false, out)?;
+        out.push(subtree_hash(r, start, start + k)?);
+    }
+    Ok(())
+}
+
+/// Computes a perfect subtree's hash from the row of hashes a tile holds, memoizing every
+/// node so a batch of proofs over neighbouring leaves hashes each node once.
+pub(crate) struct Memo<R> {
+    inner: R,
+    nodes: std::collections::HashMap<(u8, u64), Hash>,
+}
+
+impl<R: NodeReader> Memo<R> {
+    pub(crate) fn new(inner: R) -> Memo<R> {
+        Memo {
+            inner,
+            nodes: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl<R: NodeReader> NodeReader for Memo<R> {
+    fn perfect(&mut self, height: u8, index: u64) -> Result<Hash, LedgerError> {
+        if let Some(h) = self.nodes.get(&(height, index)) {
+            return Ok(*h);
+        }
+        let h = if height % TILE_HEIGHT == 0 {
+            self.inner.perfect(height, index)?
+        } else {
+            let left = self.perfect(height - 1, index * 2)?;
+            let right = self.perfect(height - 1, index * 2 + 1)?;
+            node_hash(&left, &right)
+        };
+        self.nodes.insert((height, index), h);
+        Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests index known-good fixtures
+
+    use super::*;
+    use proptest::prelude::*;
+    use provledger_signer::leaf_hash;
+
+    /// Reference: MTH straight from RFC 6962 §2.1 over leaf hashes.
+    fn mth(leaves: &[Hash]) -> Hash {
+        match leaves.len() {
+            0 => provledger_signer::empty_root(),
+            1 => leaves[0],
+            n => {
+                let k = split_point(n as u64) as usize;
+                node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+            }
+        }
+    }
+
+    fn ref_path(m: usize, leaves: &[Hash]) -> Vec<Hash> {
+        let n = leaves.len();
+        if n <= 1 {
+            return vec![];
+        }
+        let k = split_point(n as u64) as usize;
+        if m < k {
+            let mut p = ref_path(m, &leaves[..k]);
+            p.push(mth(&leaves[k..]));
+            p
+        } else {
+            let mut p = ref_path(m - k, &leaves[k..]);
+            p.push(mth(&leaves[..k]));
+            p
+        }
+    }
+
+    fn ref_subproof(m: usize, leaves: &[Hash], b: bool) -> Vec<Hash> {
+        let n = leaves.len();
+        if m == n {
+            return if b { vec![] } else { vec![mth(leaves)] };
+        }
+        let k = split_point(n as u64) as usize;
+        if m <= k {
+            let mut p = ref_subproof(m, &leaves[..k], b);
+            p.push(mth(&leaves[k..]));
+            p
+        } else {
+            let mut p = ref_subproof(m - k, &leaves[k..], false);
+            p.push(mth(&leaves[..k]));
+            p
+        }
+    }
+
+    /// Perfect nodes computed from the leaves in memory (only tile rows are asked for).
+    struct Leaves(Vec<Hash>);
+    impl NodeReader for Leaves {
+        fn perfect(&mut self, height: u8, index: u64) -> Result<Hash, LedgerError> {
+            assert_eq!(height % TILE_HEIGHT, 0, "Memo must only ask for tile rows");
+            let w = 1usize << height;
+            let s = index as usize * w;
+            Ok(mth(&self.0[s..s + w]))
+        }
+    }
+
+    fn leaves(n: usize) -> Vec<Hash> {
+        (0..n)
+            .map(|i| leaf_hash(format!("leaf {i}").as_bytes()))
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn frontier_root_matches_reference(n in 0usize..700) {
+            let ls = leaves(n);
+            let mut f = Frontier::default();
+            let mut emitted = vec![];
+            for l in &ls {
+                f.push(*l, |h, i, x| emitted.push((h, i, *x)));
+            }
+            prop_assert_eq!(f.root(), mth(&ls));
+            prop_assert_eq!(f.hashes().len(), n.count_ones() as usize);
+            for (h, i, x) in emitted {
+                let w = 1usize << h;
+                prop_assert_eq!(x, mth(&ls[i as usize * w..(i as usize + 1) * w]));
+            }
+        }
+
+        #[test]
+        fn inclusion_matches_reference(n in 1usize..700, seed in any::<u64>()) {
+            let ls = leaves(n);
+            let m = (seed % n as u64) as usize;
+            let mut r = Memo::new(Leaves(ls.clone()));
+            let got = inclusion_path(&mut r, m as u64, n as u64).unwrap();
+            prop_assert_eq!(&got, &ref_path(m, &ls));
+            prop_assert!(provledger_signer::verify_inclusion(&ls[m], m as u64, n as u64, &got, &mth(&ls)).is_ok());
+        }
+
+        #[test]
+        fn consistency_matches_reference(n in 1usize..700, seed in any::<u64>()) {
+            let ls = leaves(n);
+            let m = (seed % (n as u64 + 1)) as usize;
+            let mut r = Memo::new(Leaves(ls.clone()));
+            let got = consistency_path(&mut r, m as u64, n as u64).unwrap();
+            let want = if m == 0 || m == n { vec![] } else { ref_subproof(m, &ls, true) };
+            prop_assert_eq!(&got, &want);
+            // transparency-dev/merkle's vectors treat size1 == 0 as unprovable; skip it there.
+            if m > 0 {
+                prop_assert!(provledger_signer::verify_consistency(m as u64, n as u64, &mth(&ls[..m]), &mth(&ls), &got).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn index_past_the_end_is_refused() {
+        let mut r = Memo::new(Leaves(leaves(4)));
+        assert!(matches!(
+            inclusion_path(&mut r, 4, 4),
+            Err(LedgerError::OutOfRange {
+                value: 4,
+                tree_size: 4,
+                ..
+            })
+        ));
+        assert!(matches!(
+            consistency_path(&mut r, 5, 4),
+            Err(LedgerError::InvalidRange(_))
+        ));
+    }
+}

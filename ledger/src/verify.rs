@@ -1,0 +1,241 @@
+//! Offline verification of a data directory: every entry, tile, index entry and payload
+//! commitment is recomputed from the stored entries and checked against the latest signed
+//! checkpoint. Independent of the append pipeline's in-memory state.
+
+use std::path::Path;
+
+use fjall::AbstractTree;
+use provledger_signer::{leaf_hash, Hash, VerifierKey};
+
+use crate::record::{commitment, Leaf};
+use crate::store::{self, Store};
+use crate::tree::{Frontier, HASH_LEN, TILE_HEIGHT, TILE_WIDTH};
+use crate::LedgerError;
+
+/// What a successful verification covered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries checked.
+    pub tree_size: u64,
+    /// Root hash recomputed from the entries.
+    pub root: Hash,
+    /// Payload commitments recomputed.
+    pub payloads: u64,
+    /// Tiles compared byte for byte.
+    pub tiles: u64,
+    /// The verified checkpoint note.
+    pub checkpoint: String,
+}
+
+/// The first problem found, with the entry index where it applies.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Something is wrong at a specific entry.
+    #[error("entry {index}: {reason}")]
+    Entry {
+        /// Leaf index.
+        index: u64,
+        /// What does not hold.
+        reason: String,
+    },
+    /// A tile differs from the one recomputed from the entries.
+    #[error("tile {level}/{tile}: {reason}")]
+    Tile {
+        /// Tile level.
+        level: u8,
+        /// Tile index.
+        tile: u64,
+        /// What does not hold.
+        reason: String,
+    },
+    /// The checkpoint or the tree state is wrong.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// The storage engine found damaged blocks or could not read the data.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl From<LedgerError> for VerifyError {
+    fn from(e: LedgerError) -> Self {
+        VerifyError::Storage(e.to_string())
+    }
+}
+
+/// Verifies the data directory at `dir` against `key`. `progress(done, total)` is called every
+/// few thousand entries.
+pub fn verify_data_dir(
+    dir: &Path,
+    key: &VerifierKey,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<VerifyReport, VerifyError> {
+    if !dir.join("fjall").is_dir() {
+        return Err(VerifyError::Storage(format!(
+            "{} holds no provledger data (no fjall directory)",
+            dir.display()
+        )));
+    }
+    let store = Store::open(dir, 16 * 1024 * 1024)?;
+    for (name, partition) in store.partitions() {
+        let broken = partition
+            .tree
+            .verify()
+            .map_err(|e| VerifyError::Storage(format!("partition {name}: {e}")))?;
+        if broken > 0 {
+            return Err(VerifyError::Storage(format!(
+                "partition {name}: {broken} damaged data blocks (checksum mismatch)"
+            )));
+        }
+    }
+    let state = store.state()?;
+    let verified =
+        provledger_signer::verify_checkpoint(&state.checkpoint, std::slice::from_ref(key))
+            .map_err(|e| {
+                VerifyError::Checkpoint(format!("latest checkpoint does not verify: {e}"))
+            })?;
+    let cp = verified.checkpoint().clone();
+    if cp.size != state.size {
+        return Err(VerifyError::Checkpoint(format!(
+            "checkpoint is for size {}, the tree state says {}",
+            cp.size, state.size
+        )));
+    }
+
+    let mut frontier = Frontier::default();
+    let mut rows: Vec<Vec<u8>> = vec![Vec::new(); (64 / TILE_HEIGHT) as usize];
+    let mut tiles_checked = 0u64;
+    let mut payloads = 0u64;
+    let mut expected = 0u64;
+    let mut tile_error: Option<VerifyError> = None;
+    for kv in store.entries.iter() {
+        let (k, v) = kv.map_err(|e| VerifyError::Storage(e.to_string()))?;
+        let index = store::be_u64(&k).map_err(|e| VerifyError::Storage(e.to_string()))?;
+        if index != expected {
+            return Err(VerifyError::Entry {
+                index: expected,
+                reason: "missing".into(),
+            });
+        }
+        if index >= state.size {
+            return Err(VerifyError::Entry {
+                index,
+                reason: format!("exists beyond the signed tree size {}", state.size),
+            });
+        }
+        let entry = |reason: String| VerifyError::Entry { index, reason };
+        let leaf = Leaf::decode(&v).map_err(|e| entry(e.to_string()))?;
+        if leaf.index != index {
+            return Err(entry(format!("leaf says it is entry {}", leaf.index)));
+        }
+        let hash = leaf_hash(&v);
+        match store.lookup_id(&hash)? {
+            Some((i, t)) if i == index && t == leaf.tenant => {}
+            Some((i, _)) => return Err(entry(format!("id index points to entry {i}"))),
+            None => return Err(entry("missing from the id index".into())),
+        }
+        let payload = store.payloads.get(k.as_ref()).map_err(LedgerError::from)?;
+        match (leaf.commitment, payload) {
+            (Some(want), Some(p)) => {
+                let (salt, body) = p
+                    .split_at_checked(32)
+                    .ok_or_else(|| entry("stored payload is shorter than its salt".into()))?;
+                if commitment(salt, body) != want {
+                    return Err(entry("payload does not match its commitment".into()));
+                }
+                payloads += 1;
+            }
+            (Some(_), None) => return Err(entry("payload is missing".into())),
+            (None, Some(_)) => {
+                return Err(entry(
+                    "payload stored for a leaf without a commitment".into(),
+                ))
+            }
+            (None, None) => {}
+        }
+        frontier.push(hash, |height, node, h| {
+            if height % TILE_HEIGHT != 0 || tile_error.is_some() {
+                return;
+            }
+            let level = height / TILE_HEIGHT;
+            let Some(row) = rows.get_mut(level as usize) else {
+                return;
+            };
+            row.extend_from_slice(h.as_bytes());
+            if row.len() == TILE_WIDTH as usize * HASH_LEN {
+                let tile = node / TILE_WIDTH;
+                if let Err(e) = compare_tile(&store, level, tile, row) {
+                    tile_error = Some(e);
+                }
+                tiles_checked += 1;
+                row.clear();
+            }
+        });
+        if let Some(e) = tile_error.take() {
+            return Err(e);
+        }
+        expected += 1;
+        if expected % 4096 == 0 {
+            progress(expected, state.size);
+        }
+    }
+    if expected != state.size {
+        return Err(VerifyError::Entry {
+            index: expected,
+            reason: format!("missing (the signed tree has {} entries)", state.size),
+        });
+    }
+    for (level, row) in rows.iter().enumerate() {
+        if !row.is_empty() {
+            let tile = crate::tiles::row_len(state.size, level as u8) / TILE_WIDTH;
+            compare_tile(&store, level as u8, tile, row)?;
+            tiles_checked += 1;
+        }
+    }
+    let root = frontier.root();
+    if !root.ct_eq(&cp.root) {
+        return Err(VerifyError::Checkpoint(format!(
+            "root recomputed from the entries ({}) differs from the signed root ({})",
+            root.to_base64(),
+            cp.root.to_base64()
+        )));
+    }
+    let stored_frontier: Vec<&[u8]> = state.frontier.iter().map(|b| b.as_ref()).collect();
+    let rebuilt: Vec<&[u8]> = frontier
+        .hashes()
+        .iter()
+        .map(|h| h.as_bytes().as_slice())
+        .collect();
+    if stored_frontier != rebuilt {
+        return Err(VerifyError::Checkpoint(
+            "stored tree frontier differs from the one recomputed from the entries".into(),
+        ));
+    }
+    progress(state.size, state.size);
+    Ok(VerifyReport {
+        tree_size: state.size,
+        root,
+        payloads,
+        tiles: tiles_checked,
+        checkpoint: state.checkpoint,
+    })
+}
+
+fn compare_tile(store: &Store, level: u8, tile: u64, want: &[u8]) -> Result<(), VerifyError> {
+    let err = |reason: String| VerifyError::Tile {
+        level,
+        tile,
+        reason,
+    };
+    let stored = store
+        .tile(level, tile)?
+        .ok_or_else(|| err("missing".into()))?;
+    if stored.as_ref() != want {
+        return Err(err(format!(
+            "stored tile ({} bytes) differs from the one recomputed from the entries ({} bytes)",
+            stored.len(),
+            want.len()
+        )));
+    }
+    Ok(())
+}

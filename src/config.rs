@@ -1,0 +1,176 @@
+//! Settings of `provledger serve`: one struct, from an optional TOML file, then `PROVLEDGER_*`
+//! environment variables, then flags (each later source wins). Unknown file keys are refused.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags (and their environment variables) of `provledger serve`.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys).
+    #[arg(long, env = "PROVLEDGER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (fjall keyspace, signing key).
+    #[arg(long, env = "PROVLEDGER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "PROVLEDGER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Log origin (checkpoint first line and key name) used when the key is first made.
+    #[arg(long, env = "PROVLEDGER_ORIGIN")]
+    pub origin: Option<String>,
+    /// Signing key file (Go note private key format); default `<data-dir>/signing.key`.
+    #[arg(long, env = "PROVLEDGER_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Largest request body in bytes.
+    #[arg(long, env = "PROVLEDGER_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Append requests that may wait for the writer before new ones get 503.
+    #[arg(long, env = "PROVLEDGER_QUEUE_DEPTH")]
+    pub queue_depth: Option<usize>,
+    /// Most records in one group commit.
+    #[arg(long, env = "PROVLEDGER_MAX_BATCH_RECORDS")]
+    pub max_batch_records: Option<usize>,
+    /// Storage block cache in MiB.
+    #[arg(long, env = "PROVLEDGER_CACHE_MB")]
+    pub cache_mb: Option<u64>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "PROVLEDGER_WORKERS")]
+    pub workers: Option<usize>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "PROVLEDGER_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    origin: Option<String>,
+    key_file: Option<PathBuf>,
+    max_body_bytes: Option<usize>,
+    queue_depth: Option<usize>,
+    max_batch_records: Option<usize>,
+    cache_mb: Option<u64>,
+    workers: Option<usize>,
+    log_format: Option<LogFormat>,
+}
+
+/// Validated settings the wiring uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub origin: Option<String>,
+    pub key_file: PathBuf,
+    pub max_body_bytes: usize,
+    pub queue_depth: usize,
+    pub max_batch_records: usize,
+    pub cache_mb: u64,
+    pub workers: usize,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Merges file < env < flags (clap already merged env and flags) and validates once.
+    pub fn resolve(args: ServeArgs) -> Result<Settings> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let key_file = args
+            .key_file
+            .or(file.key_file)
+            .unwrap_or_else(|| data_dir.join("signing.key"));
+        let settings = Settings {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            origin: args.origin.or(file.origin),
+            key_file,
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(16 * 1024 * 1024),
+            queue_depth: args.queue_depth.or(file.queue_depth).unwrap_or(1024),
+            max_batch_records: args
+                .max_batch_records
+                .or(file.max_batch_records)
+                .unwrap_or(10_000),
+            cache_mb: args.cache_mb.or(file.cache_mb).unwrap_or(32),
+            workers: args.workers.or(file.workers).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            data_dir,
+        };
+        if settings.max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+        if settings.queue_depth == 0 || settings.max_batch_records == 0 || settings.workers == 0 {
+            bail!("queue_depth, max_batch_records and workers must be at least 1");
+        }
+        Ok(settings)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_unknown_keys_are_refused() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\ncache_mb = 8\n")?;
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            cache_mb: Some(64),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(args)?;
+        assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        assert_eq!(s.cache_mb, 64);
+        assert_eq!(s.key_file, PathBuf::from("./data/signing.key"));
+
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n")?;
+        let err = Settings::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+        Ok(())
+    }
+}
