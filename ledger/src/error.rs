@@ -64,6 +64,9 @@ pub enum LedgerError {
     /// The ledger is shutting down.
     #[error("the ledger is shutting down")]
     ShuttingDown,
+    /// Another process holds the data directory.
+    #[error("data directory {0} is in use by another process (is the server running?)")]
+    InUse(String),
     /// Stored data does not match what it must be.
     #[error("corrupt data: {0}")]
     Corrupt(String),

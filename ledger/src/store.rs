@@ -40,6 +40,8 @@ pub(crate) struct State {
 /// Handles to the keyspace and its partitions.
 #[derive(Clone)]
 pub(crate) struct Store {
+    /// Exclusive lock on `<dir>/provledger.lock`, held while any handle lives.
+    _lock: std::sync::Arc<std::fs::File>,
     pub(crate) keyspace: Keyspace,
     pub(crate) entries: PartitionHandle,
     pub(crate) payloads: PartitionHandle,
@@ -52,6 +54,19 @@ pub(crate) struct Store {
 
 impl Store {
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Store, LedgerError> {
+        std::fs::create_dir_all(dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("provledger.lock"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LedgerError::InUse(dir.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
         let keyspace = Config::new(dir.join("fjall"))
             .cache_size(cache_bytes)
             .max_write_buffer_size(64 * 1024 * 1024)
@@ -66,6 +81,7 @@ impl Store {
             idem: open("idem")?,
             meta: open("meta")?,
             keyspace,
+            _lock: std::sync::Arc::new(lock),
         })
     }
 

@@ -76,7 +76,10 @@ pub fn verify_data_dir(
             dir.display()
         )));
     }
-    let store = Store::open(dir, 16 * 1024 * 1024)?;
+    let store = Store::open(dir, 16 * 1024 * 1024).map_err(|e| match e {
+        LedgerError::InUse(_) => VerifyError::Storage(e.to_string()),
+        other => VerifyError::Storage(format!("cannot open the data directory: {other}")),
+    })?;
     for (name, partition) in store.partitions() {
         let broken = partition
             .tree

@@ -1,0 +1,477 @@
+//! Integration tests of the ledger crate: the real fjall store in a temp dir, the real writer
+//! thread, real signatures. Proofs are checked with provledger-signer's verifiers against roots
+//! recomputed from the leaves by `root_of` (rs_merkle), so storage and proof code are checked
+//! against an independent in-memory computation.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
+
+use provledger_ledger::{
+    verify_data_dir, Leaf, Ledger, LedgerConfig, LedgerError, PreparedRecord, Receipt, RecordInput,
+};
+use provledger_signer::{
+    leaf_hash, root_of, verify_checkpoint, verify_consistency, verify_inclusion, Hash, SigningKey,
+    VerifierKey,
+};
+use serde_json::json;
+
+const ORIGIN: &str = "test.example/log";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    key_text: String,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let key = SigningKey::generate(ORIGIN).unwrap();
+        Fixture {
+            dir: tempfile::tempdir().unwrap(),
+            key_text: key.to_skey().to_string(),
+        }
+    }
+
+    fn open(&self) -> Ledger {
+        let key = SigningKey::from_skey(&self.key_text).unwrap();
+        Ledger::open(
+            &LedgerConfig::new(self.dir.path()),
+            key,
+            &prometheus::Registry::new(),
+        )
+        .unwrap()
+    }
+
+    fn vkey(&self) -> VerifierKey {
+        SigningKey::from_skey(&self.key_text).unwrap().verifier()
+    }
+}
+
+fn rec(v: serde_json::Value) -> PreparedRecord {
+    let input: RecordInput = serde_json::from_value(v).unwrap();
+    PreparedRecord::prepare(input, "record").unwrap()
+}
+
+fn input(i: usize) -> PreparedRecord {
+    rec(json!({
+        "kind": "input",
+        "entity": format!("doc:{}", i % 7),
+        "actor": {"type": "agent", "id": "a1"},
+        "attributes": {"n": i, "z": {"b": 1, "a": [1, 2]}},
+        "payload": {"text": format!("message {i}")},
+    }))
+}
+
+fn check_receipt(r: &Receipt, vkey: &VerifierKey) {
+    let cp = verify_checkpoint(&r.checkpoint, std::slice::from_ref(vkey)).unwrap();
+    assert_eq!(cp.checkpoint().size, r.tree_size);
+    assert_eq!(cp.checkpoint().origin, ORIGIN);
+    assert_eq!(r.id, leaf_hash(&r.leaf));
+    verify_inclusion(
+        &r.id,
+        r.index,
+        r.tree_size,
+        &r.inclusion_proof,
+        &cp.checkpoint().root,
+    )
+    .unwrap();
+}
+
+fn all_leaf_hashes(ledger: &Ledger) -> Vec<Hash> {
+    (0..ledger.head().size)
+        .map(|i| leaf_hash(&ledger.leaf(i).unwrap()))
+        .collect()
+}
+
+#[test]
+fn receipts_verify_and_the_log_survives_reopening() {
+    let fx = Fixture::new();
+    let vkey = fx.vkey();
+    {
+        let ledger = fx.open();
+        assert_eq!(ledger.head().size, 0);
+        verify_checkpoint(&ledger.head().checkpoint, std::slice::from_ref(&vkey)).unwrap();
+        for batch in 0..5 {
+            let records = (0..97).map(|i| input(batch * 97 + i)).collect();
+            let receipts = ledger.append_blocking(records).unwrap();
+            assert_eq!(receipts.len(), 97);
+            for (i, r) in receipts.iter().enumerate() {
+                assert_eq!(r.index, (batch * 97 + i) as u64);
+                check_receipt(r, &vkey);
+            }
+        }
+    }
+    let ledger = fx.open();
+    assert_eq!(ledger.head().size, 485);
+    let more = ledger
+        .append_blocking((0..300).map(input).collect())
+        .unwrap();
+    assert_eq!(more[0].index, 485);
+    check_receipt(more.last().unwrap(), &vkey);
+
+    let hashes = all_leaf_hashes(&ledger);
+    assert_eq!(ledger.head().root, root_of(&hashes));
+    // Every tree size's root and a spread of proofs against old sizes.
+    for size in [1u64, 2, 3, 255, 256, 257, 484, 485, 486, 511, 512, 600, 785] {
+        let root = root_of(&hashes[..size as usize]);
+        assert_eq!(ledger.root_at(size).unwrap(), root, "root at {size}");
+        for index in [0, size / 3, size / 2, size - 1] {
+            let p = ledger.inclusion_proof(index, Some(size)).unwrap();
+            assert_eq!(p.leaf_hash, hashes[index as usize]);
+            verify_inclusion(&p.leaf_hash, index, size, &p.hashes, &root).unwrap();
+        }
+        for from in [1u64, size / 2, size] {
+            if from == 0 {
+                continue;
+            }
+            let proof = ledger.consistency_proof(from, size).unwrap();
+            let old = root_of(&hashes[..from as usize]);
+            verify_consistency(from, size, &old, &root, &proof).unwrap();
+        }
+    }
+    let err = verify_data_dir(fx.dir.path(), &vkey, |_, _| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("in use"),
+        "verify must not open a live data dir: {err}"
+    );
+}
+
+#[test]
+fn verify_data_dir_checks_everything() {
+    let fx = Fixture::new();
+    let vkey = fx.vkey();
+    {
+        let ledger = fx.open();
+        ledger
+            .append_blocking((0..700).map(input).collect())
+            .unwrap();
+        ledger.append_blocking((0..3).map(input).collect()).unwrap();
+    }
+    let mut calls = 0;
+    let report = verify_data_dir(fx.dir.path(), &vkey, |_, _| calls += 1).unwrap();
+    assert_eq!(report.tree_size, 703);
+    assert_eq!(report.payloads, 703);
+    assert!(report.tiles >= 3, "{report:?}");
+    assert!(calls >= 1);
+
+    let other = SigningKey::generate(ORIGIN).unwrap().verifier();
+    let err = verify_data_dir(fx.dir.path(), &other, |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("checkpoint"), "{err}");
+}
+
+#[test]
+fn tiles_and_entry_bundles_follow_tlog_tiles() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let receipts = ledger
+        .append_blocking((0..300).map(input).collect())
+        .unwrap();
+    let hashes: Vec<Hash> = receipts.iter().map(|r| r.id).collect();
+
+    let full = ledger.tile(0, 0, None).unwrap().unwrap();
+    assert_eq!(full.len(), 256 * 32);
+    let expected: Vec<u8> = hashes[..256].iter().flat_map(|h| h.0).collect();
+    assert_eq!(full, expected);
+
+    let partial = ledger.tile(0, 1, Some(44)).unwrap().unwrap();
+    let expected: Vec<u8> = hashes[256..300].iter().flat_map(|h| h.0).collect();
+    assert_eq!(partial, expected);
+    assert!(
+        ledger.tile(0, 1, Some(45)).unwrap().is_none(),
+        "width past the tree"
+    );
+    assert!(
+        ledger.tile(0, 1, None).unwrap().is_none(),
+        "full tile not complete yet"
+    );
+    assert!(
+        ledger.tile(0, 0, Some(10)).unwrap().is_some(),
+        "prefix of a full tile"
+    );
+
+    let level1 = ledger.tile(1, 0, Some(1)).unwrap().unwrap();
+    assert_eq!(level1, root_of(&hashes[..256]).0.to_vec());
+
+    let bundle = ledger.entry_bundle(1, Some(44)).unwrap().unwrap();
+    let mut rest = &bundle[..];
+    for r in &receipts[256..300] {
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        assert_eq!(&rest[2..2 + len], &r.leaf[..]);
+        rest = &rest[2 + len..];
+    }
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn refs_resolve_to_exact_versions_and_unknown_refs_leave_no_trace() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let actor = json!({"type": "agent", "id": "a1"});
+    let v1 = ledger
+        .append_blocking(vec![rec(json!({"kind": "policy", "entity": "policy:refunds", "actor": actor, "attributes": {"version": "v1"}}))])
+        .unwrap();
+    let v2 = ledger
+        .append_blocking(vec![rec(json!({"kind": "policy", "entity": "policy:refunds", "actor": actor, "attributes": {"version": "v2"}}))])
+        .unwrap();
+    // In one request: an input, then a decision citing it by entity, the policy by entity
+    // (latest = v2) and the first policy version by id.
+    let batch = ledger
+        .append_blocking(vec![
+            rec(json!({"kind": "input", "entity": "msg:1", "actor": actor})),
+            rec(json!({"kind": "decision", "actor": actor, "refs": [
+                {"role": "input", "ref": "msg:1"},
+                {"role": "policy", "ref": "policy:refunds"},
+                {"role": "parent", "ref": v1[0].id.to_hex()},
+            ]})),
+        ])
+        .unwrap();
+    let decision = Leaf::decode(&batch[1].leaf).unwrap();
+    assert_eq!(decision.refs[0].hash, batch[0].id.0);
+    assert_eq!(decision.refs[1].hash, v2[0].id.0);
+    assert_eq!(decision.refs[2].hash, v1[0].id.0);
+
+    let size = ledger.head().size;
+    let err = ledger
+        .append_blocking(vec![
+            rec(json!({"kind": "input", "actor": actor})),
+            rec(json!({"kind": "decision", "actor": actor, "refs": [{"role": "input", "ref": "msg:404"}]})),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::UnknownRef { ref reference, .. } if reference == "msg:404"),
+        "{err}"
+    );
+    let err = ledger
+        .append_blocking(vec![rec(json!({"kind": "decision", "actor": actor, "refs": [{"role": "input", "ref": "ab".repeat(32)}]}))])
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::UnknownRef { .. }), "{err}");
+    assert_eq!(
+        ledger.head().size,
+        size,
+        "a rejected request appends nothing"
+    );
+
+    // Another tenant cannot cite this tenant's records, by id or by entity.
+    let err = ledger
+        .append_blocking(vec![rec(json!({"kind": "decision", "tenant": "other", "actor": actor, "refs": [{"role": "policy", "ref": v1[0].id.to_hex()}]}))])
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::UnknownRef { .. }), "{err}");
+    let err = ledger
+        .append_blocking(vec![rec(json!({"kind": "decision", "tenant": "other", "actor": actor, "refs": [{"role": "policy", "ref": "policy:refunds"}]}))])
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::UnknownRef { .. }), "{err}");
+    assert!(matches!(
+        ledger.record(&v1[0].id, Some("other")),
+        Err(LedgerError::NotFound)
+    ));
+    assert_eq!(
+        ledger.record(&v1[0].id, Some("default")).unwrap().index,
+        v1[0].index
+    );
+}
+
+#[test]
+fn idempotent_retries_return_the_first_receipt() {
+    let fx = Fixture::new();
+    let vkey = fx.vkey();
+    let r = || {
+        rec(
+            json!({"kind": "output", "actor": {"type": "agent", "id": "a"}, "payload": {"x": 1}, "idempotency_key": "req-1"}),
+        )
+    };
+    let ledger = fx.open();
+    let first = ledger.append_blocking(vec![r()]).unwrap();
+    ledger.append_blocking(vec![input(1)]).unwrap();
+    let again = ledger.append_blocking(vec![r()]).unwrap();
+    assert_eq!(again[0].id, first[0].id);
+    assert_eq!(again[0].index, first[0].index);
+    assert_eq!(ledger.head().size, 2);
+    check_receipt(&again[0], &vkey);
+
+    // Twice in one request, and across a restart.
+    drop(ledger);
+    let ledger = fx.open();
+    let twice = ledger.append_blocking(vec![r(), r()]).unwrap();
+    assert_eq!(twice[0].index, first[0].index);
+    assert_eq!(twice[1].index, first[0].index);
+    assert_eq!(ledger.head().size, 2);
+
+    let conflict = rec(
+        json!({"kind": "output", "actor": {"type": "agent", "id": "a"}, "payload": {"x": 2}, "idempotency_key": "req-1"}),
+    );
+    let err = ledger.append_blocking(vec![conflict]).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::IdempotencyConflict { index: 0, .. }),
+        "{err}"
+    );
+    // The same key in another tenant is a different key.
+    let other = rec(
+        json!({"kind": "output", "tenant": "t2", "actor": {"type": "agent", "id": "a"}, "payload": {"x": 1}, "idempotency_key": "req-1"}),
+    );
+    assert_eq!(ledger.append_blocking(vec![other]).unwrap()[0].index, 2);
+}
+
+#[test]
+fn payloads_are_committed_with_salt_and_rfc8785() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let r = ledger
+        .append_blocking(vec![rec(json!({"kind": "input", "actor": {"type": "human", "id": "h"}, "payload": {"b": [1.5, "é"], "a": null}}))])
+        .unwrap();
+    let stored = ledger.record(&r[0].id, None).unwrap();
+    let salt = stored.salt.unwrap();
+    let canonical = br#"{"a":null,"b":[1.5,"\u00e9"]}"#;
+    let jcs_utf8 = "{\"a\":null,\"b\":[1.5,\"é\"]}".as_bytes();
+    let c = stored.leaf.commitment.unwrap();
+    assert_eq!(c, provledger_ledger::commitment(&salt, jcs_utf8));
+    assert_ne!(
+        c,
+        provledger_ledger::commitment(&salt, canonical),
+        "RFC 8785 keeps non-ASCII as UTF-8"
+    );
+    assert_eq!(stored.payload.unwrap(), json!({"a": null, "b": [1.5, "é"]}));
+}
+
+#[test]
+fn invalid_records_are_refused_with_the_field_named() {
+    let bad = [
+        (
+            json!({"kind": "", "actor": {"type": "a", "id": "b"}}),
+            "record.kind",
+        ),
+        (
+            json!({"kind": "in put", "actor": {"type": "a", "id": "b"}}),
+            "record.kind",
+        ),
+        (
+            json!({"kind": "x", "actor": {"type": "a", "id": ""}}),
+            "record.actor.id",
+        ),
+        (
+            json!({"kind": "x", "entity": "ab".repeat(32), "actor": {"type": "a", "id": "b"}}),
+            "record.entity",
+        ),
+        (
+            json!({"kind": "x", "actor": {"type": "a", "id": "b"}, "refs": [{"role": "", "ref": "e"}]}),
+            "record.refs[0].role",
+        ),
+        (
+            json!({"kind": "x", "actor": {"type": "a", "id": "b"}, "attributes": {"big": "x".repeat(20000)}}),
+            "record.attributes",
+        ),
+    ];
+    for (v, field) in bad {
+        let input: RecordInput = serde_json::from_value(v).unwrap();
+        let err = PreparedRecord::prepare(input, "record").unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::InvalidRecord { field: f, .. } if f == field),
+            "{err}"
+        );
+    }
+    let unknown = serde_json::from_value::<RecordInput>(
+        json!({"kind": "x", "actor": {"type": "a", "id": "b"}, "colour": 1}),
+    );
+    assert!(unknown
+        .unwrap_err()
+        .to_string()
+        .contains("unknown field `colour`"));
+}
+
+#[test]
+fn leaves_are_deterministic_and_too_large_leaves_are_refused() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let r = ledger.append_blocking(vec![input(3)]).unwrap();
+    let leaf = Leaf::decode(&r[0].leaf).unwrap();
+    assert_eq!(
+        leaf.encode().unwrap(),
+        r[0].leaf,
+        "decode → encode is the identity"
+    );
+    assert_eq!(leaf.index, 0);
+    // Attribute keys are sorted at every depth whatever order they came in.
+    let a: RecordInput = serde_json::from_str(
+        r#"{"kind":"k","actor":{"type":"a","id":"b"},"attributes":{"z":{"y":1,"x":2},"a":0}}"#,
+    )
+    .unwrap();
+    let b: RecordInput = serde_json::from_str(
+        r#"{"kind":"k","actor":{"type":"a","id":"b"},"attributes":{"a":0,"z":{"x":2,"y":1}}}"#,
+    )
+    .unwrap();
+    let mut la = leaf.clone();
+    la.attributes = a.attributes;
+    let mut lb = leaf;
+    lb.attributes = b.attributes;
+    assert_eq!(la.encode().unwrap(), lb.encode().unwrap());
+
+    let many_refs: Vec<_> = (0..1000)
+        .map(|i| json!({"role": "input", "ref": format!("doc:{}", i % 7)}))
+        .collect();
+    ledger.append_blocking((0..7).map(input).collect()).unwrap();
+    let big = rec(
+        json!({"kind": "decision", "actor": {"type": "a", "id": "b"}, "refs": many_refs, "attributes": {"pad": "x".repeat(15000)}}),
+    );
+    let size = ledger.head().size;
+    let err = ledger.append_blocking(vec![big]).unwrap_err();
+    assert!(matches!(err, LedgerError::LeafTooLarge { .. }), "{err}");
+    assert_eq!(ledger.head().size, size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_group_committed() {
+    let fx = Fixture::new();
+    let vkey = fx.vkey();
+    let ledger = fx.open();
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let l = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in 0..10 {
+                out.extend(l.append(vec![input(t * 10 + i)]).await.unwrap());
+            }
+            out
+        }));
+    }
+    let mut indices = Vec::new();
+    for t in tasks {
+        for r in t.await.unwrap() {
+            check_receipt(&r, &vkey);
+            indices.push(r.index);
+        }
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, (0..640).collect::<Vec<_>>());
+    assert_eq!(ledger.head().size, 640);
+}
+
+#[test]
+fn proofs_out_of_range_are_refused() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    ledger
+        .append_blocking((0..10).map(input).collect())
+        .unwrap();
+    assert!(matches!(
+        ledger.inclusion_proof(10, None),
+        Err(LedgerError::OutOfRange { value: 10, .. })
+    ));
+    assert!(matches!(
+        ledger.inclusion_proof(3, Some(11)),
+        Err(LedgerError::OutOfRange {
+            what: "tree_size",
+            ..
+        })
+    ));
+    assert!(matches!(
+        ledger.inclusion_proof(5, Some(5)),
+        Err(LedgerError::OutOfRange { what: "index", .. })
+    ));
+    assert!(matches!(
+        ledger.consistency_proof(3, 11),
+        Err(LedgerError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        ledger.consistency_proof(7, 3),
+        Err(LedgerError::InvalidRange(_))
+    ));
+    assert!(ledger.consistency_proof(0, 10).unwrap().is_empty());
+    assert!(ledger.consistency_proof(10, 10).unwrap().is_empty());
+}
