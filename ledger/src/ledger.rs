@@ -381,7 +381,7 @@ impl Ledger {
         }
         let mut nodes = Memo::new(TileReader::new(&self.inner.store));
         let hashes = tree::inclusion_path(&mut nodes, index, tree_size)?;
-        let leaf_hash = nodes_leaf(&mut nodes, index)?;
+        let leaf_hash = nodes.perfect(0, index)?;
         Ok(InclusionProof {
             index,
             tree_size,
@@ -480,11 +480,6 @@ impl Ledger {
         }
         Ok(Some(out))
     }
-}
-
-/// The leaf hash at `index`, read from the level-0 tile.
-fn nodes_leaf<R: tree::NodeReader>(nodes: &mut R, index: u64) -> Result<Hash, LedgerError> {
-    nodes.perfect(0, index)
 }
 
 /// Width of tile `index` of a row with `count` hashes, if it can serve `width` (full when None).

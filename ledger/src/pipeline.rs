@@ -18,9 +18,9 @@ use tokio::sync::oneshot;
 use tracing::{debug, error, info_span};
 
 use crate::metrics::Metrics;
-use crate::record::{Leaf, LeafRef, PreparedRecord, RefTarget, LEAF_FORMAT_VERSION};
+use crate::record::{Leaf, LeafRef, PreparedRecord, RefTarget, SealedPayload, LEAF_FORMAT_VERSION};
 use crate::store::{self, State, Store};
-use crate::tiles::TileRows;
+use crate::tiles::{TileKind, TileRows};
 use crate::tree::Frontier;
 use crate::LedgerError;
 
@@ -100,15 +100,19 @@ impl Overlay {
 }
 
 enum Staged {
-    New {
-        index: u64,
-        hash: Hash,
-        leaf: Vec<u8>,
-        record: PreparedRecord,
-    },
-    Existing {
-        index: u64,
-    },
+    New(Box<NewEntry>),
+    Existing { index: u64 },
+}
+
+/// A sequenced, encoded record waiting to be integrated: the leaf plus what goes beside it.
+struct NewEntry {
+    index: u64,
+    hash: Hash,
+    leaf: Vec<u8>,
+    tenant: String,
+    entity: Option<String>,
+    payload: Option<SealedPayload>,
+    idempotency: Option<(String, [u8; 32])>,
 }
 
 impl Writer {
@@ -274,39 +278,54 @@ impl Writer {
                     hash: *hash.as_bytes(),
                 });
             }
+            let PreparedRecord {
+                tenant,
+                kind,
+                entity,
+                actor,
+                attributes,
+                classification,
+                payload,
+                idempotency_key,
+                fingerprint,
+                ..
+            } = record;
             let leaf = Leaf {
                 v: LEAF_FORMAT_VERSION,
                 index: next,
                 time: self.time,
-                tenant: record.tenant.clone(),
-                kind: record.kind.clone(),
-                entity: record.entity.clone(),
-                actor: record.actor.clone(),
+                tenant,
+                kind,
+                entity,
+                actor,
                 refs,
-                attributes: record.attributes.clone(),
-                classification: record.classification.clone(),
-                commitment: record.payload.as_ref().map(|p| p.commitment),
+                attributes,
+                classification,
+                commitment: payload.as_ref().map(|p| p.commitment),
             };
             let bytes = leaf.encode()?;
             let hash = leaf_hash(&bytes);
-            local.ids.insert(hash, (next, record.tenant.clone()));
-            if let Some(entity) = &record.entity {
+            let Leaf { tenant, entity, .. } = leaf;
+            local.ids.insert(hash, (next, tenant.clone()));
+            if let Some(entity) = &entity {
                 local
                     .latest
-                    .insert((record.tenant.clone(), entity.clone()), (next, hash));
+                    .insert((tenant.clone(), entity.clone()), (next, hash));
             }
-            if let Some(key) = &record.idempotency_key {
-                local.idem.insert(
-                    (record.tenant.clone(), key.clone()),
-                    (next, record.fingerprint),
-                );
+            if let Some(key) = &idempotency_key {
+                local
+                    .idem
+                    .insert((tenant.clone(), key.clone()), (next, fingerprint));
             }
-            staged.push(Staged::New {
+            staged.push(Staged::New(Box::new(NewEntry {
                 index: next,
                 hash,
                 leaf: bytes,
-                record,
-            });
+                tenant,
+                entity,
+                payload,
+                idempotency: idempotency_key.map(|k| (k, fingerprint)),
+            })));
             next += 1;
         }
         Ok((staged, local))
@@ -347,17 +366,21 @@ impl Writer {
         for s in staged {
             match s {
                 Staged::Existing { index } => entries.push((index, None)),
-                Staged::New {
-                    index,
-                    hash,
-                    leaf,
-                    record,
-                } => {
+                Staged::New(entry) => {
+                    let NewEntry {
+                        index,
+                        hash,
+                        leaf,
+                        tenant,
+                        entity,
+                        payload,
+                        idempotency,
+                    } = *entry;
                     let tiles = &mut self.tiles;
                     self.frontier.push(hash, |h, i, x| tiles.on_node(h, i, x));
                     let key = index.to_be_bytes();
                     batch.insert(&self.store.entries, key, leaf.clone());
-                    if let Some(p) = &record.payload {
+                    if let Some(p) = &payload {
                         let mut v = Vec::with_capacity(32 + p.canonical.len());
                         v.extend_from_slice(&p.salt);
                         v.extend_from_slice(&p.canonical);
@@ -366,20 +389,20 @@ impl Writer {
                     batch.insert(
                         &self.store.ids,
                         hash.as_bytes().to_vec(),
-                        store::index_and(index, record.tenant.as_bytes()),
+                        store::index_and(index, tenant.as_bytes()),
                     );
-                    if let Some(entity) = &record.entity {
+                    if let Some(entity) = &entity {
                         batch.insert(
                             &self.store.versions,
-                            store::version_key(&record.tenant, entity, index),
+                            store::version_key(&tenant, entity, index),
                             hash.as_bytes().to_vec(),
                         );
                     }
-                    if let Some(k) = &record.idempotency_key {
+                    if let Some((k, fingerprint)) = &idempotency {
                         batch.insert(
                             &self.store.idem,
-                            store::idem_key(&record.tenant, k),
-                            store::index_and(index, &record.fingerprint),
+                            store::idem_key(&tenant, k),
+                            store::index_and(index, fingerprint),
                         );
                     }
                     entries.push((index, Some(leaf)));
@@ -400,8 +423,12 @@ impl Writer {
             extensions: Vec::new(),
         };
         let note = self.key.sign_checkpoint(&checkpoint);
-        for (level, index, bytes) in self.tiles.take_dirty() {
-            batch.insert(&self.store.tiles, store::tile_key(level, index), bytes);
+        for (kind, level, index, bytes) in self.tiles.take_dirty() {
+            let partition = match kind {
+                TileKind::Row => &self.store.tiles,
+                TileKind::Inner => &self.store.inner,
+            };
+            batch.insert(partition, store::tile_key(level, index), bytes);
         }
         let state = State {
             size,

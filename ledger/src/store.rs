@@ -6,6 +6,7 @@
 //! | `entries`  | index (u64 BE)                        | leaf bytes                            |
 //! | `payloads` | index (u64 BE)                        | salt (32) ‖ RFC 8785 payload          |
 //! | `tiles`    | level (u8) ‖ tile index (u64 BE)      | concatenated 32-byte hashes (≤ 256)   |
+//! | `inner`    | level (u8) ‖ tile index (u64 BE)      | a full tile's 254 interior hashes     |
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
 //! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
@@ -46,6 +47,7 @@ pub(crate) struct Store {
     pub(crate) entries: PartitionHandle,
     pub(crate) payloads: PartitionHandle,
     pub(crate) tiles: PartitionHandle,
+    pub(crate) inner: PartitionHandle,
     pub(crate) ids: PartitionHandle,
     pub(crate) versions: PartitionHandle,
     pub(crate) idem: PartitionHandle,
@@ -76,6 +78,7 @@ impl Store {
             entries: open("entries")?,
             payloads: open("payloads")?,
             tiles: open("tiles")?,
+            inner: open("inner")?,
             ids: open("ids")?,
             versions: open("versions")?,
             idem: open("idem")?,
@@ -85,11 +88,12 @@ impl Store {
         })
     }
 
-    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 7] {
+    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 8] {
         [
             ("entries", &self.entries),
             ("payloads", &self.payloads),
             ("tiles", &self.tiles),
+            ("inner", &self.inner),
             ("ids", &self.ids),
             ("versions", &self.versions),
             ("idem", &self.idem),
@@ -232,43 +236,64 @@ pub(crate) fn hash_at(tile: &[u8], pos: usize) -> Option<Hash> {
     Hash::from_slice(bytes).ok()
 }
 
-/// Reads tile-row nodes (heights 0, 8, 16, …) from stored tiles, keeping the last tile read.
+/// Reads stored nodes: tile rows (heights 0, 8, 16, …) and the interiors of full tiles,
+/// keeping the last row and interior read.
 pub(crate) struct TileReader<'a> {
     store: &'a Store,
-    cached: Option<((u8, u64), Slice)>,
+    row: Option<((u8, u64), Slice)>,
+    inner: Option<((u8, u64), Option<Slice>)>,
 }
 
 impl<'a> TileReader<'a> {
     pub(crate) fn new(store: &'a Store) -> TileReader<'a> {
         TileReader {
             store,
-            cached: None,
+            row: None,
+            inner: None,
         }
     }
-}
 
-impl NodeReader for TileReader<'_> {
-    fn perfect(&mut self, height: u8, index: u64) -> Result<Hash, LedgerError> {
-        let level = height / TILE_HEIGHT;
+    fn row_node(&mut self, level: u8, index: u64) -> Result<Hash, LedgerError> {
         let tile_index = index / TILE_WIDTH;
         let pos = (index % TILE_WIDTH) as usize;
-        let hit = matches!(&self.cached, Some((k, _)) if *k == (level, tile_index));
-        if !hit {
-            let tile = self.store.tile(level, tile_index)?.ok_or_else(|| {
-                LedgerError::Corrupt(format!("tile {level}/{tile_index} is missing"))
-            })?;
-            self.cached = Some(((level, tile_index), tile));
-        }
-        let tile = self
-            .cached
-            .as_ref()
-            .map(|(_, t)| t.as_ref())
-            .unwrap_or_default();
+        let key = (level, tile_index);
+        let tile = match &self.row {
+            Some((k, t)) if *k == key => t,
+            _ => {
+                let t = self.store.tile(level, tile_index)?.ok_or_else(|| {
+                    LedgerError::Corrupt(format!("tile {level}/{tile_index} is missing"))
+                })?;
+                &self.row.insert((key, t)).1
+            }
+        };
         hash_at(tile, pos).ok_or_else(|| {
             LedgerError::Corrupt(format!(
                 "tile {level}/{tile_index} holds {} hashes, node {pos} was needed",
                 tile.len() / HASH_LEN
             ))
         })
+    }
+}
+
+impl NodeReader for TileReader<'_> {
+    fn stored(&mut self, height: u8, index: u64) -> Result<Option<Hash>, LedgerError> {
+        let level = height / TILE_HEIGHT;
+        let j = height % TILE_HEIGHT;
+        if j == 0 {
+            return self.row_node(level, index).map(Some);
+        }
+        let tile_index = (index << j) / TILE_WIDTH;
+        let pos = index - tile_index * (TILE_WIDTH >> j);
+        let key = (level, tile_index);
+        let inner = match &self.inner {
+            Some((k, t)) if *k == key => t,
+            _ => {
+                let t = self.store.inner.get(tile_key(level, tile_index))?;
+                &self.inner.insert((key, t)).1
+            }
+        };
+        Ok(inner
+            .as_ref()
+            .and_then(|t| hash_at(t, crate::tree::inner_slot(j, pos))))
     }
 }

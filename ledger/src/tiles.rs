@@ -4,7 +4,7 @@
 use provledger_signer::Hash;
 
 use crate::store::Store;
-use crate::tree::{HASH_LEN, TILE_HEIGHT, TILE_WIDTH};
+use crate::tree::{inner_nodes, inner_slot, HASH_LEN, INNER_NODES, TILE_HEIGHT, TILE_WIDTH};
 use crate::LedgerError;
 
 /// Levels needed for any 64-bit tree size.
@@ -14,12 +14,23 @@ struct Row {
     tile_index: u64,
     bytes: Vec<u8>,
     dirty: bool,
+    /// Interior nodes of the current tile, filled as the frontier completes them.
+    inner: Vec<u8>,
+}
+
+/// Which partition a tile write goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TileKind {
+    /// The tlog-tiles row of hashes.
+    Row,
+    /// The interior of a full tile.
+    Inner,
 }
 
 /// Right-edge tiles of a tree of some size, and the tiles changed since the last flush.
 pub(crate) struct TileRows {
     rows: Vec<Row>,
-    completed: Vec<(u8, u64, Vec<u8>)>,
+    completed: Vec<(TileKind, u8, u64, Vec<u8>)>,
 }
 
 impl TileRows {
@@ -47,6 +58,7 @@ impl TileRows {
             };
             rows.push(Row {
                 tile_index,
+                inner: inner_nodes(&bytes),
                 bytes,
                 dirty: false,
             });
@@ -59,13 +71,27 @@ impl TileRows {
 
     /// Records a perfect node from [`crate::tree::Frontier::push`]; only tile-row heights matter.
     pub(crate) fn on_node(&mut self, height: u8, index: u64, hash: &Hash) {
-        if height % TILE_HEIGHT != 0 {
-            return;
-        }
         let level = height / TILE_HEIGHT;
+        let j = height % TILE_HEIGHT;
         let Some(row) = self.rows.get_mut(level as usize) else {
             return;
         };
+        if j != 0 {
+            // An interior node of the row's current tile; the tile's leaf-level entries
+            // arrived first, so `row.tile_index` is already this node's tile.
+            let pos = index - row.tile_index * (TILE_WIDTH >> j);
+            let at = inner_slot(j, pos) * HASH_LEN;
+            if let Some(slot) = row.inner.get_mut(at..at + HASH_LEN) {
+                slot.copy_from_slice(hash.as_bytes());
+            }
+            // The right node at height 7 is the last interior node a tile gets.
+            if j == TILE_HEIGHT - 1 && pos == 1 {
+                let full = std::mem::replace(&mut row.inner, vec![0u8; INNER_NODES * HASH_LEN]);
+                self.completed
+                    .push((TileKind::Inner, level, row.tile_index, full));
+            }
+            return;
+        }
         let tile_index = index / TILE_WIDTH;
         if row.tile_index != tile_index {
             let full = std::mem::replace(
@@ -73,7 +99,8 @@ impl TileRows {
                 Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN),
             );
             if row.dirty {
-                self.completed.push((level, row.tile_index, full));
+                self.completed
+                    .push((TileKind::Row, level, row.tile_index, full));
             }
             row.tile_index = tile_index;
         }
@@ -81,12 +108,17 @@ impl TileRows {
         row.dirty = true;
     }
 
-    /// Tiles changed since the last call: `(level, tile index, bytes)`.
-    pub(crate) fn take_dirty(&mut self) -> Vec<(u8, u64, Vec<u8>)> {
+    /// Tiles changed since the last call: `(kind, level, tile index, bytes)`.
+    pub(crate) fn take_dirty(&mut self) -> Vec<(TileKind, u8, u64, Vec<u8>)> {
         let mut out = std::mem::take(&mut self.completed);
         for (level, row) in self.rows.iter_mut().enumerate() {
             if row.dirty {
-                out.push((level as u8, row.tile_index, row.bytes.clone()));
+                out.push((
+                    TileKind::Row,
+                    level as u8,
+                    row.tile_index,
+                    row.bytes.clone(),
+                ));
                 row.dirty = false;
             }
         }

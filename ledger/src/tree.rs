@@ -13,9 +13,48 @@ pub(crate) const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
 /// Bytes of one hash.
 pub(crate) const HASH_LEN: usize = 32;
 
-/// Returns the hash of the perfect subtree of `2^height` leaves starting at leaf `index << height`.
+/// Hashes inside a full tile above its row: heights 1..=7, 128 + 64 + … + 2 of them.
+pub(crate) const INNER_NODES: usize = 254;
+
+/// Position of the node at height `j` (1..=7 within the tile) and offset `pos` (from the
+/// tile's left edge, at that height) in a tile's interior.
+pub(crate) fn inner_slot(j: u8, pos: u64) -> usize {
+    (256 - (512usize >> j)) + pos as usize
+}
+
+/// Computes the interior of a tile from its row (up to 256 hashes): every node whose subtree
+/// is complete within the row; slots of incomplete nodes stay zero.
+pub(crate) fn inner_nodes(row: &[u8]) -> Vec<u8> {
+    let mut inner = vec![0u8; INNER_NODES * HASH_LEN];
+    let mut below: Vec<Hash> = row
+        .chunks_exact(HASH_LEN)
+        .filter_map(|c| Hash::from_slice(c).ok())
+        .collect();
+    for j in 1..TILE_HEIGHT {
+        let level: Vec<Hash> = below
+            .chunks_exact(2)
+            .filter_map(|pair| match pair {
+                [l, r] => Some(node_hash(l, r)),
+                _ => None,
+            })
+            .collect();
+        for (pos, h) in level.iter().enumerate() {
+            let at = inner_slot(j, pos as u64) * HASH_LEN;
+            if let Some(slot) = inner.get_mut(at..at + HASH_LEN) {
+                slot.copy_from_slice(h.as_bytes());
+            }
+        }
+        below = level;
+    }
+    inner
+}
+
+/// Gives access to stored perfect-subtree hashes: the perfect subtree of `2^height` leaves
+/// starting at leaf `index << height`.
 pub(crate) trait NodeReader {
-    fn perfect(&mut self, height: u8, index: u64) -> Result<Hash, LedgerError>;
+    /// The hash if storage holds it directly: tile-row nodes (heights 0, 8, 16, …) always,
+    /// interior nodes when their tile's interior is stored. `Ok(None)` means "compute it".
+    fn stored(&mut self, height: u8, index: u64) -> Result<Option<Hash>, LedgerError>;
 }
 
 /// Roots of the perfect subtrees that make up a tree of `size` leaves, largest first: one for each
@@ -83,7 +122,7 @@ fn split_point(n: u64) -> u64 {
 /// MTH(D[start:end]) for a subtree that RFC 6962's recursion can produce: `start` is aligned
 /// to the largest power of two not above `end - start`.
 pub(crate) fn subtree_hash<R: NodeReader>(
-    r: &mut R,
+    r: &mut Memo<R>,
     start: u64,
     end: u64,
 ) -> Result<Hash, LedgerError> {
@@ -95,15 +134,20 @@ pub(crate) fn subtree_hash<R: NodeReader>(
         let height = n.trailing_zeros() as u8;
         return r.perfect(height, start >> height);
     }
+    if let Some(h) = r.ephemeral.get(&(start, end)) {
+        return Ok(*h);
+    }
     let k = split_point(n);
     let left = subtree_hash(r, start, start + k)?;
     let right = subtree_hash(r, start + k, end)?;
-    Ok(node_hash(&left, &right))
+    let h = node_hash(&left, &right);
+    r.ephemeral.insert((start, end), h);
+    Ok(h)
 }
 
 /// The audit path PATH(index, D[0:size]) of RFC 6962 §2.1.1, leaf side first.
 pub(crate) fn inclusion_path<R: NodeReader>(
-    r: &mut R,
+    r: &mut Memo<R>,
     index: u64,
     size: u64,
 ) -> Result<Vec<Hash>, LedgerError> {
@@ -120,7 +164,7 @@ pub(crate) fn inclusion_path<R: NodeReader>(
 }
 
 fn path<R: NodeReader>(
-    r: &mut R,
+    r: &mut Memo<R>,
     m: u64,
     start: u64,
     end: u64,
@@ -144,7 +188,7 @@ fn path<R: NodeReader>(
 /// The consistency proof PROOF(from, D[0:to]) of RFC 6962 §2.1.2. Empty when `from` is 0 or
 /// equal to `to`.
 pub(crate) fn consistency_path<R: NodeReader>(
-    r: &mut R,
+    r: &mut Memo<R>,
     from: u64,
     to: u64,
 ) -> Result<Vec<Hash>, LedgerError> {
@@ -161,7 +205,7 @@ pub(crate) fn consistency_path<R: NodeReader>(
 }
 
 fn subproof<R: NodeReader>(
-    r: &mut R,
+    r: &mut Memo<R>,
     m: u64,
     start: u64,
     end: u64,
@@ -186,11 +230,12 @@ fn subproof<R: NodeReader>(
     Ok(())
 }
 
-/// Computes a perfect subtree's hash from the row of hashes a tile holds, memoizing every
-/// node so a batch of proofs over neighbouring leaves hashes each node once.
+/// Computes perfect and imperfect subtree hashes from what storage holds, memoizing every
+/// node so a batch of proofs over neighbouring leaves reads and hashes each node once.
 pub(crate) struct Memo<R> {
     inner: R,
     nodes: std::collections::HashMap<(u8, u64), Hash>,
+    ephemeral: std::collections::HashMap<(u64, u64), Hash>,
 }
 
 impl<R: NodeReader> Memo<R> {
@@ -198,21 +243,29 @@ impl<R: NodeReader> Memo<R> {
         Memo {
             inner,
             nodes: std::collections::HashMap::new(),
+            ephemeral: std::collections::HashMap::new(),
         }
     }
 }
 
-impl<R: NodeReader> NodeReader for Memo<R> {
-    fn perfect(&mut self, height: u8, index: u64) -> Result<Hash, LedgerError> {
+impl<R: NodeReader> Memo<R> {
+    /// The hash of a perfect subtree, from storage, the memo, or its children.
+    pub(crate) fn perfect(&mut self, height: u8, index: u64) -> Result<Hash, LedgerError> {
         if let Some(h) = self.nodes.get(&(height, index)) {
             return Ok(*h);
         }
-        let h = if height % TILE_HEIGHT == 0 {
-            self.inner.perfect(height, index)?
-        } else {
-            let left = self.perfect(height - 1, index * 2)?;
-            let right = self.perfect(height - 1, index * 2 + 1)?;
-            node_hash(&left, &right)
+        let h = match self.inner.stored(height, index)? {
+            Some(h) => h,
+            None if height % TILE_HEIGHT == 0 => {
+                return Err(LedgerError::Corrupt(format!(
+                    "tile-row node {height}/{index} is not stored"
+                )))
+            }
+            None => {
+                let left = self.perfect(height - 1, index * 2)?;
+                let right = self.perfect(height - 1, index * 2 + 1)?;
+                node_hash(&left, &right)
+            }
         };
         self.nodes.insert((height, index), h);
         Ok(h)
@@ -276,12 +329,34 @@ mod tests {
     /// Perfect nodes computed from the leaves in memory (only tile rows are asked for).
     struct Leaves(Vec<Hash>);
     impl NodeReader for Leaves {
-        fn perfect(&mut self, height: u8, index: u64) -> Result<Hash, LedgerError> {
-            assert_eq!(height % TILE_HEIGHT, 0, "Memo must only ask for tile rows");
+        fn stored(&mut self, height: u8, index: u64) -> Result<Option<Hash>, LedgerError> {
+            if height % TILE_HEIGHT != 0 {
+                return Ok(None);
+            }
             let w = 1usize << height;
             let s = index as usize * w;
-            Ok(mth(&self.0[s..s + w]))
+            Ok(Some(mth(&self.0[s..s + w])))
         }
+    }
+
+    #[test]
+    fn inner_nodes_of_a_full_tile() {
+        let ls = leaves(256);
+        let row: Vec<u8> = ls.iter().flat_map(|h| h.0).collect();
+        let inner = inner_nodes(&row);
+        for j in 1..TILE_HEIGHT {
+            for pos in 0..(256u64 >> j) {
+                let w = 1usize << j;
+                let at = inner_slot(j, pos) * HASH_LEN;
+                let want = mth(&ls[pos as usize * w..(pos as usize + 1) * w]);
+                assert_eq!(
+                    &inner[at..at + HASH_LEN],
+                    want.as_bytes(),
+                    "height {j} pos {pos}"
+                );
+            }
+        }
+        assert_eq!(inner_slot(7, 1), INNER_NODES - 1);
     }
 
     fn leaves(n: usize) -> Vec<Hash> {

@@ -9,7 +9,7 @@ use provledger_signer::{leaf_hash, Hash, VerifierKey};
 
 use crate::record::{commitment, Leaf};
 use crate::store::{self, Store};
-use crate::tree::{Frontier, HASH_LEN, TILE_HEIGHT, TILE_WIDTH};
+use crate::tree::{inner_nodes, Frontier, HASH_LEN, TILE_HEIGHT, TILE_WIDTH};
 use crate::LedgerError;
 
 /// What a successful verification covered.
@@ -167,7 +167,9 @@ pub fn verify_data_dir(
             row.extend_from_slice(h.as_bytes());
             if row.len() == TILE_WIDTH as usize * HASH_LEN {
                 let tile = node / TILE_WIDTH;
-                if let Err(e) = compare_tile(&store, level, tile, row) {
+                let checked = compare_tile(&store, level, tile, row)
+                    .and_then(|()| compare_inner(&store, level, tile, row));
+                if let Err(e) = checked {
                     tile_error = Some(e);
                 }
                 tiles_checked += 1;
@@ -222,6 +224,25 @@ pub fn verify_data_dir(
         tiles: tiles_checked,
         checkpoint: state.checkpoint,
     })
+}
+
+fn compare_inner(store: &Store, level: u8, tile: u64, row: &[u8]) -> Result<(), VerifyError> {
+    let err = |reason: String| VerifyError::Tile {
+        level,
+        tile,
+        reason,
+    };
+    let stored = store
+        .inner
+        .get(store::tile_key(level, tile))
+        .map_err(|e| VerifyError::Storage(e.to_string()))?
+        .ok_or_else(|| err("interior of a full tile is missing".into()))?;
+    if stored.as_ref() != inner_nodes(row).as_slice() {
+        return Err(err(
+            "stored interior differs from the one recomputed from the entries".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn compare_tile(store: &Store, level: u8, tile: u64, want: &[u8]) -> Result<(), VerifyError> {

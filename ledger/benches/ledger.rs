@@ -1,0 +1,110 @@
+//! In-process benchmarks of the ledger: durable batch appends and inclusion proofs on a large
+//! log. Results and the commands that produce them are recorded in `docs/benchmarks.md`.
+//!
+//! `PROVLEDGER_BENCH_LOG_SIZE` (default 1,000,000) sets the size of the log the proof bench
+//! reads; it is built once under `target/bench-data/` and reused by later runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // bench harness
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use provledger_ledger::{Ledger, LedgerConfig, PreparedRecord, RecordInput};
+use provledger_signer::SigningKey;
+use serde_json::json;
+
+fn record(i: u64) -> PreparedRecord {
+    // ~300 bytes of JSON, like the HTTP benchmark's records.
+    let input: RecordInput = serde_json::from_value(json!({
+        "kind": "output",
+        "entity": format!("scale:{}", i % 1000),
+        "actor": {"type": "agent", "id": "agent-7"},
+        "attributes": {"model": "gpt-x", "policy_version": "v3", "region": "eu-west-1"},
+        "payload": {"i": i, "pad": "p".repeat(160)},
+    }))
+    .unwrap();
+    PreparedRecord::prepare(input, "record").unwrap()
+}
+
+fn open(dir: &std::path::Path) -> Ledger {
+    let key_path = dir.join("signing.key");
+    let key = if key_path.exists() {
+        SigningKey::load(&key_path).unwrap()
+    } else {
+        std::fs::create_dir_all(dir).unwrap();
+        SigningKey::create_new(&key_path, "bench.example/log").unwrap()
+    };
+    Ledger::open(&LedgerConfig::new(dir), key, &prometheus::Registry::new()).unwrap()
+}
+
+fn append(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path());
+    let mut g = c.benchmark_group("append");
+    g.throughput(Throughput::Elements(1000));
+    g.measurement_time(Duration::from_secs(20));
+    g.sample_size(20);
+    let mut next = 0u64;
+    g.bench_function("batch_of_1000_fsynced_with_receipts", |b| {
+        b.iter_batched(
+            || {
+                let batch: Vec<_> = (next..next + 1000).map(record).collect();
+                next += 1000;
+                batch
+            },
+            |batch| ledger.append_blocking(batch).unwrap(),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn proofs(c: &mut Criterion) {
+    let size: u64 = std::env::var("PROVLEDGER_BENCH_LOG_SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/bench-data")
+        .join(format!("log-{size}"));
+    let ledger = open(&dir);
+    let have = ledger.head().size;
+    if have < size {
+        eprintln!(
+            "building a log of {size} entries under {} (once)",
+            dir.display()
+        );
+        let mut i = have;
+        while i < size {
+            let n = (size - i).min(5000);
+            ledger
+                .append_blocking((i..i + n).map(record).collect())
+                .unwrap();
+            i += n;
+        }
+    }
+    let size = ledger.head().size;
+    let mut g = c.benchmark_group("proofs");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    g.bench_function(format!("inclusion_random_index_of_{size}"), |b| {
+        b.iter(|| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ledger.inclusion_proof(x % size, None).unwrap()
+        })
+    });
+    g.bench_function(format!("consistency_random_sizes_of_{size}"), |b| {
+        b.iter(|| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let from = 1 + x % (size - 1);
+            ledger.consistency_proof(from, size).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, proofs);
+criterion_main!(benches);
