@@ -30,6 +30,9 @@ pub struct LedgerConfig {
     pub max_batch_records: usize,
     /// fjall block cache size in bytes.
     pub cache_bytes: u64,
+    /// Most bytes of records that may wait for the writer before callers get
+    /// [`LedgerError::Pushback`]; bounds memory independently of request sizes.
+    pub max_queued_bytes: usize,
 }
 
 impl LedgerConfig {
@@ -41,6 +44,7 @@ impl LedgerConfig {
             queue_depth: 1024,
             max_batch_records: 10_000,
             cache_bytes: 32 * 1024 * 1024,
+            max_queued_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -104,6 +108,7 @@ struct Inner {
     verifier: VerifierKey,
     metrics: Metrics,
     tx: Mutex<Option<SyncSender<Job>>>,
+    max_queued_bytes: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -145,10 +150,17 @@ impl Ledger {
                 checkpoint: key.sign_checkpoint(&cp),
             }
         } else {
-            let cp = provledger_signer::Note::parse(&state.checkpoint)
-                .ok()
-                .and_then(|n| Checkpoint::parse_body(&n.body).ok())
-                .ok_or_else(|| LedgerError::Corrupt("stored checkpoint does not parse".into()))?;
+            let verified = provledger_signer::verify_checkpoint(
+                &state.checkpoint,
+                std::slice::from_ref(&key.verifier()),
+            )
+            .map_err(|e| {
+                LedgerError::Corrupt(format!(
+                    "the log's latest checkpoint does not verify with signing key {}: {e}; start with the key this log was created with",
+                    key.verifier()
+                ))
+            })?;
+            let cp = verified.checkpoint().clone();
             if cp.size != state.size {
                 return Err(LedgerError::Corrupt(format!(
                     "stored checkpoint is for size {}, the tree state for size {}",
@@ -174,6 +186,7 @@ impl Ledger {
         let shared = Arc::new(Shared {
             head: RwLock::new(Arc::new(head)),
             poisoned: Default::default(),
+            queued_bytes: Default::default(),
         });
         let verifier = key.verifier();
         let writer = Writer::new(
@@ -195,6 +208,7 @@ impl Ledger {
                 verifier,
                 metrics,
                 tx: Mutex::new(Some(tx)),
+                max_queued_bytes: config.max_queued_bytes.max(1),
                 writer: Mutex::new(Some(handle)),
             }),
         })
@@ -208,22 +222,35 @@ impl Ledger {
             return Err(LedgerError::Poisoned);
         }
         let (reply, rx) = oneshot::channel();
-        let job = Job { records, reply };
-        {
-            let guard = self
-                .inner
-                .tx
-                .lock()
-                .map_err(|_| LedgerError::ShuttingDown)?;
-            let tx = guard.as_ref().ok_or(LedgerError::ShuttingDown)?;
-            match tx.try_send(job) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => {
+        let bytes = records.iter().map(PreparedRecord::approx_bytes).sum();
+        let queued = &self.inner.shared.queued_bytes;
+        let before = queued.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before + bytes > self.inner.max_queued_bytes {
+            queued.fetch_sub(bytes, Ordering::AcqRel);
+            self.inner.metrics.pushback.inc();
+            return Err(LedgerError::Pushback);
+        }
+        let job = Job {
+            records,
+            bytes,
+            reply,
+        };
+        let sent = match self.inner.tx.lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(tx) => tx.try_send(job),
+                None => Err(TrySendError::Disconnected(job)),
+            },
+            Err(_) => Err(TrySendError::Disconnected(job)),
+        };
+        if let Err(e) = sent {
+            queued.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(match e {
+                TrySendError::Full(_) => {
                     self.inner.metrics.pushback.inc();
-                    return Err(LedgerError::Pushback);
+                    LedgerError::Pushback
                 }
-                Err(TrySendError::Disconnected(_)) => return Err(LedgerError::ShuttingDown),
-            }
+                TrySendError::Disconnected(_) => LedgerError::ShuttingDown,
+            });
         }
         let committed = rx.await.map_err(|_| LedgerError::ShuttingDown)??;
         let this = self.clone();
@@ -243,6 +270,11 @@ impl Ledger {
         records: Vec<PreparedRecord>,
     ) -> Result<Vec<Receipt>, LedgerError> {
         let (reply, rx) = oneshot::channel();
+        let bytes = records.iter().map(PreparedRecord::approx_bytes).sum();
+        self.inner
+            .shared
+            .queued_bytes
+            .fetch_add(bytes, Ordering::AcqRel);
         {
             let guard = self
                 .inner
@@ -250,8 +282,12 @@ impl Ledger {
                 .lock()
                 .map_err(|_| LedgerError::ShuttingDown)?;
             let tx = guard.as_ref().ok_or(LedgerError::ShuttingDown)?;
-            tx.send(Job { records, reply })
-                .map_err(|_| LedgerError::ShuttingDown)?;
+            tx.send(Job {
+                records,
+                bytes,
+                reply,
+            })
+            .map_err(|_| LedgerError::ShuttingDown)?;
         }
         let committed = rx
             .blocking_recv()
@@ -264,18 +300,31 @@ impl Ledger {
         let mut nodes = Memo::new(TileReader::new(&self.inner.store));
         let mut out = Vec::with_capacity(committed.entries.len());
         for (index, leaf) in committed.entries {
-            let leaf = match leaf {
-                Some(l) => l,
-                None => self.leaf(index)?,
+            let (leaf, tree_size, checkpoint) = match leaf {
+                Some(l) => (l, head.size, head.checkpoint.clone()),
+                // An idempotent retry: the first receipt, against the checkpoint that first
+                // covered the record.
+                None => {
+                    let (size, note) =
+                        self.inner
+                            .store
+                            .covering_checkpoint(index)?
+                            .ok_or_else(|| {
+                                LedgerError::Corrupt(format!(
+                                    "no stored checkpoint covers entry {index}"
+                                ))
+                            })?;
+                    (self.leaf(index)?, size, note)
+                }
             };
-            let inclusion_proof = tree::inclusion_path(&mut nodes, index, head.size)?;
+            let inclusion_proof = tree::inclusion_path(&mut nodes, index, tree_size)?;
             out.push(Receipt {
                 id: leaf_hash(&leaf),
                 index,
                 leaf,
-                tree_size: head.size,
+                tree_size,
                 inclusion_proof,
-                checkpoint: head.checkpoint.clone(),
+                checkpoint,
             });
         }
         Ok(out)

@@ -7,7 +7,7 @@
 //! [`LedgerError::Pushback`] instead of an unbounded queue. A failed commit poisons the ledger.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -39,6 +39,8 @@ pub struct Head {
 pub(crate) struct Shared {
     pub(crate) head: RwLock<Arc<Head>>,
     pub(crate) poisoned: AtomicBool,
+    /// Bytes of records waiting for the writer.
+    pub(crate) queued_bytes: AtomicUsize,
 }
 
 impl Shared {
@@ -61,6 +63,8 @@ impl Shared {
 /// One append request: all of its records land in the same batch, or none do.
 pub(crate) struct Job {
     pub(crate) records: Vec<PreparedRecord>,
+    /// Approximate bytes held, released from [`Shared::queued_bytes`] once processed.
+    pub(crate) bytes: usize,
     pub(crate) reply: oneshot::Sender<Result<Committed, LedgerError>>,
 }
 
@@ -166,6 +170,8 @@ impl Writer {
     }
 
     fn process(&mut self, jobs: Vec<Job>) {
+        let bytes: usize = jobs.iter().map(|j| j.bytes).sum();
+        self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         if self.shared.poisoned.load(Ordering::Acquire) {
             for job in jobs {
                 let _ = job.reply.send(Err(LedgerError::Poisoned));
@@ -246,6 +252,16 @@ impl Writer {
         for record in records {
             if let Some(key) = &record.idempotency_key {
                 let k = (record.tenant.clone(), key.clone());
+                if local
+                    .idem
+                    .get(&k)
+                    .is_some_and(|(_, f)| *f != record.fingerprint)
+                {
+                    return Err(LedgerError::invalid(
+                        format!("{}.idempotency_key", record.field),
+                        format!("{key:?} is used by two different records in this request"),
+                    ));
+                }
                 let seen = match local.idem.get(&k).or_else(|| batch_overlay.idem.get(&k)) {
                     Some(hit) => Some(*hit),
                     None => self.store.idempotent(&record.tenant, key)?,
@@ -442,6 +458,7 @@ impl Writer {
             checkpoint: note.clone(),
         };
         self.store.put_state(&mut batch, &state)?;
+        batch.insert(&self.store.checkpoints, size.to_be_bytes(), note.clone());
         let started = Instant::now();
         batch.commit()?;
         self.metrics

@@ -201,6 +201,7 @@ pub struct SealedPayload {
 impl SealedPayload {
     /// Canonicalizes and commits to a payload with a fresh random salt.
     pub fn seal(payload: &serde_json::Value) -> Result<SealedPayload, LedgerError> {
+        check_exact_numbers(payload, "payload")?;
         let canonical = serde_json_canonicalizer::to_vec(payload).map_err(|e| {
             LedgerError::invalid("payload", format!("cannot be canonicalized: {e}"))
         })?;
@@ -212,6 +213,36 @@ impl SealedPayload {
             canonical,
             commitment,
         })
+    }
+}
+
+/// RFC 8785 writes numbers as IEEE 754 doubles; an integer beyond ±2^53 would be silently
+/// rounded, so it is refused instead.
+fn check_exact_numbers(v: &serde_json::Value, path: &str) -> Result<(), LedgerError> {
+    const MAX_EXACT: u64 = 1 << 53;
+    match v {
+        serde_json::Value::Number(n) => {
+            let exact = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => u <= MAX_EXACT,
+                (None, Some(i)) => i.unsigned_abs() <= MAX_EXACT,
+                (None, None) => true,
+            };
+            if !exact {
+                return Err(LedgerError::invalid(
+                    path,
+                    format!("integer {n} is beyond ±2^53 and cannot be represented exactly in RFC 8785 JSON; send it as a string"),
+                ));
+            }
+            Ok(())
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| check_exact_numbers(x, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, x)| check_exact_numbers(x, &format!("{path}.{k}"))),
+        _ => Ok(()),
     }
 }
 
@@ -327,7 +358,13 @@ impl PreparedRecord {
         }
         let payload = match &input.payload {
             None | Some(serde_json::Value::Null) => None,
-            Some(p) => Some(SealedPayload::seal(p)?),
+            Some(p) => Some(SealedPayload::seal(p).map_err(|e| match e {
+                LedgerError::InvalidRecord { field: f, reason } => LedgerError::InvalidRecord {
+                    field: format!("{field}.{f}"),
+                    reason,
+                },
+                other => other,
+            })?),
         };
         Ok(PreparedRecord {
             tenant,
@@ -342,6 +379,12 @@ impl PreparedRecord {
             fingerprint,
             field: field.to_owned(),
         })
+    }
+
+    /// Approximate memory the record holds while queued, for the queue's byte bound.
+    pub fn approx_bytes(&self) -> usize {
+        512 + self.payload.as_ref().map_or(0, |p| p.canonical.len())
+            + self.refs.iter().map(|(r, _)| r.len() + 64).sum::<usize>()
     }
 
     /// Tenant the record will be stored under.

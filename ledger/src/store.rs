@@ -10,6 +10,7 @@
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
 //! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
+//! | `checkpoints` | tree size (u64 BE)                 | the signed checkpoint note for that size |
 //! | `meta`     | `state`                               | MessagePack [`State`]                 |
 //!
 //! Every append batch writes all of these in one atomic fjall batch, fsynced before it is
@@ -51,6 +52,7 @@ pub(crate) struct Store {
     pub(crate) ids: PartitionHandle,
     pub(crate) versions: PartitionHandle,
     pub(crate) idem: PartitionHandle,
+    pub(crate) checkpoints: PartitionHandle,
     pub(crate) meta: PartitionHandle,
 }
 
@@ -82,13 +84,14 @@ impl Store {
             ids: open("ids")?,
             versions: open("versions")?,
             idem: open("idem")?,
+            checkpoints: open("checkpoints")?,
             meta: open("meta")?,
             keyspace,
             _lock: std::sync::Arc::new(lock),
         })
     }
 
-    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 8] {
+    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 9] {
         [
             ("entries", &self.entries),
             ("payloads", &self.payloads),
@@ -97,6 +100,7 @@ impl Store {
             ("ids", &self.ids),
             ("versions", &self.versions),
             ("idem", &self.idem),
+            ("checkpoints", &self.checkpoints),
             ("meta", &self.meta),
         ]
     }
@@ -122,6 +126,20 @@ impl Store {
 
     pub(crate) fn entry(&self, index: u64) -> Result<Option<Slice>, LedgerError> {
         Ok(self.entries.get(index.to_be_bytes())?)
+    }
+
+    /// The first checkpoint that covered `index`: its tree size and signed note.
+    pub(crate) fn covering_checkpoint(
+        &self,
+        index: u64,
+    ) -> Result<Option<(u64, String)>, LedgerError> {
+        let Some(kv) = self.checkpoints.range((index + 1).to_be_bytes()..).next() else {
+            return Ok(None);
+        };
+        let (k, v) = kv?;
+        let note = String::from_utf8(v.to_vec())
+            .map_err(|_| LedgerError::Corrupt("stored checkpoint is not UTF-8".into()))?;
+        Ok(Some((be_u64(&k)?, note)))
     }
 
     pub(crate) fn tile(&self, level: u8, index: u64) -> Result<Option<Slice>, LedgerError> {

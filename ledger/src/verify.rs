@@ -23,6 +23,8 @@ pub struct VerifyReport {
     pub payloads: u64,
     /// Tiles compared byte for byte.
     pub tiles: u64,
+    /// Stored checkpoints (one per batch) whose signature and root were checked.
+    pub checkpoints: u64,
     /// The verified checkpoint note.
     pub checkpoint: String,
 }
@@ -92,6 +94,27 @@ pub fn verify_data_dir(
         }
     }
     let state = store.state()?;
+    if state.size == 0 && state.checkpoint.is_empty() {
+        if store
+            .entries
+            .first_key_value()
+            .map_err(LedgerError::from)?
+            .is_some()
+        {
+            return Err(VerifyError::Entry {
+                index: 0,
+                reason: "exists but no checkpoint was ever signed".into(),
+            });
+        }
+        return Ok(VerifyReport {
+            tree_size: 0,
+            root: provledger_signer::empty_root(),
+            payloads: 0,
+            tiles: 0,
+            checkpoints: 0,
+            checkpoint: String::new(),
+        });
+    }
     let verified =
         provledger_signer::verify_checkpoint(&state.checkpoint, std::slice::from_ref(key))
             .map_err(|e| {
@@ -111,6 +134,9 @@ pub fn verify_data_dir(
     let mut payloads = 0u64;
     let mut expected = 0u64;
     let mut tile_error: Option<VerifyError> = None;
+    let mut with_entity = 0u64;
+    let mut checkpoints = store.checkpoints.iter().peekable();
+    let mut checkpoints_checked = 0u64;
     for kv in store.entries.iter() {
         let (k, v) = kv.map_err(|e| VerifyError::Storage(e.to_string()))?;
         let index = store::be_u64(&k).map_err(|e| VerifyError::Storage(e.to_string()))?;
@@ -179,9 +205,60 @@ pub fn verify_data_dir(
         if let Some(e) = tile_error.take() {
             return Err(e);
         }
+        if let Some(entity) = &leaf.entity {
+            with_entity += 1;
+            let stored = store
+                .versions
+                .get(store::version_key(&leaf.tenant, entity, index))
+                .map_err(LedgerError::from)?;
+            if stored.as_deref() != Some(hash.as_bytes().as_slice()) {
+                return Err(entry("missing from the entity version index".into()));
+            }
+        }
         expected += 1;
+        while let Some(Ok((k, _))) = checkpoints.peek() {
+            let size = store::be_u64(k).map_err(|e| VerifyError::Checkpoint(e.to_string()))?;
+            if size > expected {
+                break;
+            }
+            let Some(Ok((_, note))) = checkpoints.next() else {
+                break;
+            };
+            if size < expected {
+                return Err(VerifyError::Checkpoint(format!(
+                    "stored checkpoint for size {size} is out of order"
+                )));
+            }
+            check_archived(&note, size, &frontier.root(), key)?;
+            checkpoints_checked += 1;
+        }
         if expected % 4096 == 0 {
             progress(expected, state.size);
+        }
+    }
+    if let Some(rest) = checkpoints.next() {
+        let (k, _) = rest.map_err(|e| VerifyError::Storage(e.to_string()))?;
+        return Err(VerifyError::Checkpoint(format!(
+            "a checkpoint is stored for size {}, beyond the tree",
+            store::be_u64(&k).unwrap_or(u64::MAX)
+        )));
+    }
+    if store.versions.len().map_err(LedgerError::from)? as u64 != with_entity {
+        return Err(VerifyError::Storage(
+            "the entity version index holds entries for records that do not exist".into(),
+        ));
+    }
+    for kv in store.idem.iter() {
+        let (_, v) = kv.map_err(|e| VerifyError::Storage(e.to_string()))?;
+        let index = v
+            .get(..8)
+            .map(store::be_u64)
+            .transpose()?
+            .ok_or_else(|| VerifyError::Storage("short idempotency index value".into()))?;
+        if index >= state.size {
+            return Err(VerifyError::Storage(format!(
+                "the idempotency index points at entry {index}, beyond the tree"
+            )));
         }
     }
     if expected != state.size {
@@ -222,8 +299,33 @@ pub fn verify_data_dir(
         root,
         payloads,
         tiles: tiles_checked,
+        checkpoints: checkpoints_checked,
         checkpoint: state.checkpoint,
     })
+}
+
+/// A checkpoint from the archive must be signed by the key and match the recomputed root.
+fn check_archived(
+    note: &[u8],
+    size: u64,
+    root: &Hash,
+    key: &VerifierKey,
+) -> Result<(), VerifyError> {
+    let err = |reason: String| {
+        VerifyError::Checkpoint(format!("stored checkpoint for size {size}: {reason}"))
+    };
+    let text = std::str::from_utf8(note).map_err(|_| err("not UTF-8".into()))?;
+    let v = provledger_signer::verify_checkpoint(text, std::slice::from_ref(key))
+        .map_err(|e| err(format!("does not verify: {e}")))?;
+    if v.checkpoint().size != size {
+        return Err(err(format!("says size {}", v.checkpoint().size)));
+    }
+    if !v.checkpoint().root.ct_eq(root) {
+        return Err(err(
+            "root differs from the one recomputed from the entries".into()
+        ));
+    }
+    Ok(())
 }
 
 fn compare_inner(store: &Store, level: u8, tile: u64, row: &[u8]) -> Result<(), VerifyError> {

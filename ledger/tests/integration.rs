@@ -280,8 +280,10 @@ fn idempotent_retries_return_the_first_receipt() {
     let first = ledger.append_blocking(vec![r()]).unwrap();
     ledger.append_blocking(vec![input(1)]).unwrap();
     let again = ledger.append_blocking(vec![r()]).unwrap();
-    assert_eq!(again[0].id, first[0].id);
-    assert_eq!(again[0].index, first[0].index);
+    assert_eq!(
+        again[0], first[0],
+        "a retry gets the first receipt, checkpoint and proof included"
+    );
     assert_eq!(ledger.head().size, 2);
     check_receipt(&again[0], &vkey);
 
@@ -289,8 +291,22 @@ fn idempotent_retries_return_the_first_receipt() {
     drop(ledger);
     let ledger = fx.open();
     let twice = ledger.append_blocking(vec![r(), r()]).unwrap();
-    assert_eq!(twice[0].index, first[0].index);
-    assert_eq!(twice[1].index, first[0].index);
+    assert_eq!(twice[0], first[0]);
+    assert_eq!(twice[1], first[0]);
+    assert_eq!(ledger.head().size, 2);
+    // A key reused for a different record in one request names the field.
+    let fresh = |x: i64| {
+        rec(
+            json!({"kind": "output", "actor": {"type": "agent", "id": "a"}, "payload": {"x": x}, "idempotency_key": "req-9"}),
+        )
+    };
+    let err = ledger
+        .append_blocking(vec![fresh(1), fresh(2)])
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::InvalidRecord { field, .. } if field == "record.idempotency_key"),
+        "{err}"
+    );
     assert_eq!(ledger.head().size, 2);
 
     let conflict = rec(
@@ -327,6 +343,44 @@ fn payloads_are_committed_with_salt_and_rfc8785() {
         "RFC 8785 keeps non-ASCII as UTF-8"
     );
     assert_eq!(stored.payload.unwrap(), json!({"a": null, "b": [1.5, "é"]}));
+}
+
+#[test]
+fn empty_logs_verify_and_a_foreign_key_cannot_take_over_a_log() {
+    let fx = Fixture::new();
+    drop(fx.open());
+    let report = verify_data_dir(fx.dir.path(), &fx.vkey(), |_, _| {}).unwrap();
+    assert_eq!(report.tree_size, 0);
+    {
+        let ledger = fx.open();
+        ledger.append_blocking(vec![input(0)]).unwrap();
+    }
+    let impostor = SigningKey::generate(ORIGIN).unwrap();
+    let err = Ledger::open(
+        &LedgerConfig::new(fx.dir.path()),
+        impostor,
+        &prometheus::Registry::new(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string().contains("does not verify with signing key"),
+        "{err}"
+    );
+    let report = verify_data_dir(fx.dir.path(), &fx.vkey(), |_, _| {}).unwrap();
+    assert_eq!((report.tree_size, report.checkpoints), (1, 1));
+}
+
+#[test]
+fn payload_integers_beyond_2_pow_53_are_refused() {
+    let ok: RecordInput = serde_json::from_value(json!({"kind": "x", "actor": {"type": "a", "id": "b"}, "payload": {"n": [9007199254740992u64, -9007199254740992i64]}})).unwrap();
+    PreparedRecord::prepare(ok, "record").unwrap();
+    let big: RecordInput = serde_json::from_value(json!({"kind": "x", "actor": {"type": "a", "id": "b"}, "payload": {"n": [1, 9007199254740993u64]}})).unwrap();
+    let err = PreparedRecord::prepare(big, "record").unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::InvalidRecord { field, .. } if field == "record.payload.n[1]"),
+        "{err}"
+    );
 }
 
 #[test]

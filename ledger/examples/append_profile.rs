@@ -1,0 +1,75 @@
+//! Appends batches of 1,000 records in process and prints where the time goes, using the
+//! ledger's own Prometheus histograms. `cargo run --release -p provledger-ledger --example
+//! append_profile -- [batches]`.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // example
+
+use std::time::Instant;
+
+use provledger_ledger::{Ledger, LedgerConfig, PreparedRecord, RecordInput};
+use provledger_signer::SigningKey;
+use serde_json::json;
+
+fn main() {
+    let batches: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let threads: u64 = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let key = SigningKey::generate("bench.example/log").unwrap();
+    let ledger = Ledger::open(&LedgerConfig::new(dir.path()), key, &registry).unwrap();
+    let prepared: Vec<Vec<PreparedRecord>> = (0..batches)
+        .map(|b| {
+            (b * 1000..(b + 1) * 1000)
+                .map(|i| {
+                    let input: RecordInput = serde_json::from_value(json!({
+                    "kind": "output",
+                    "entity": format!("scale:{}", i % 1000),
+                    "actor": {"type": "agent", "id": "agent-7"},
+                    "attributes": {"model": "gpt-x", "policy_version": "v3", "region": "eu-west-1"},
+                    "payload": {"i": i, "pad": "p".repeat(160)},
+                }))
+                .unwrap();
+                    PreparedRecord::prepare(input, "record").unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let mut work = prepared.into_iter();
+        let per = (batches / threads).max(1) as usize;
+        for _ in 0..threads {
+            let mine: Vec<_> = work.by_ref().take(per).collect();
+            let l = ledger.clone();
+            s.spawn(move || {
+                for b in mine {
+                    l.append_blocking(b).unwrap();
+                }
+            });
+        }
+    });
+    let total = started.elapsed().as_secs_f64();
+    let n = ledger.head().size as f64;
+    println!(
+        "records: {n}, threads {threads}, append {total:.2}s = {:.0} records/s",
+        n / total
+    );
+    for mf in registry.gather() {
+        for m in mf.get_metric() {
+            let h = m.get_histogram();
+            if h.get_sample_count() > 0 {
+                println!(
+                    "{}: count {} sum {:.3}s",
+                    mf.get_name(),
+                    h.get_sample_count(),
+                    h.get_sample_sum()
+                );
+            }
+        }
+    }
+}
