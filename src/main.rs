@@ -16,6 +16,11 @@ use tracing::info;
 
 use crate::config::{LogFormat, ServeArgs, Settings};
 
+/// glibc's allocator showed up at the top of append profiles; mimalloc handles the many
+/// short-lived request and record buffers better.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// provledger: a provenance and lineage ledger for AI systems.
 #[derive(Parser, Debug)]
 #[command(version, about, propagate_version = true)]

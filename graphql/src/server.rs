@@ -157,62 +157,40 @@ impl From<Receipt> for ReceiptJson {
     }
 }
 
-/// One record or many, as the request body may hold either.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    Many(Vec<serde_json::Value>),
-    One(Box<serde_json::Map<String, serde_json::Value>>),
-}
-
 async fn append(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.map_err(|e| body_error(&e, state.settings.max_body_bytes))?;
-    let msgpack = is_msgpack(&req);
-    let parsed: OneOrMany = if msgpack {
-        rmp_serde::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_msgpack",
-                format!("body is not valid MessagePack: {e}"),
-            )
-        })?
+    let (inputs, single) = if is_msgpack(&req) {
+        parse_msgpack(&body)?
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
-        })?
+        parse_json(&body)?
     };
-    let (values, single) = match parsed {
-        OneOrMany::One(obj) => (vec![serde_json::Value::Object(*obj)], true),
-        OneOrMany::Many(v) => (v, false),
-    };
-    if values.is_empty() {
+    if inputs.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_record",
             "the array holds no records",
         ));
     }
-    if values.len() > MAX_RECORDS_PER_REQUEST {
+    if inputs.len() > MAX_RECORDS_PER_REQUEST {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_records",
             format!(
                 "{} records in one request, at most {MAX_RECORDS_PER_REQUEST} are allowed",
-                values.len()
+                inputs.len()
             ),
         ));
     }
-    let mut prepared = Vec::with_capacity(values.len());
-    for (i, v) in values.into_iter().enumerate() {
+    let mut prepared = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
         let field = if single {
             "record".to_owned()
         } else {
             format!("records[{i}]")
         };
-        let input: RecordInput = serde_json::from_value(v)
-            .map_err(|e| ApiError::bad_request("invalid_record", format!("{field}: {e}")))?;
         prepared.push(PreparedRecord::prepare(input, &field)?);
     }
     let receipts = state.ledger.append(prepared).await?;
@@ -223,6 +201,53 @@ async fn append(
         }
     }
     Ok(HttpResponse::Ok().json(json))
+}
+
+/// A JSON body holds one record (an object) or an array of them; which one is decided by the
+/// first non-blank byte so each parses straight into records, with line and column in errors.
+fn parse_json(body: &[u8]) -> Result<(Vec<RecordInput>, bool), ApiError> {
+    let invalid = |e: serde_json::Error| {
+        let code = if e.is_data() {
+            "invalid_record"
+        } else {
+            "invalid_json"
+        };
+        ApiError::bad_request(
+            code,
+            format!("body is not a valid record or array of records: {e}"),
+        )
+    };
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(body)
+            .map(|v| (v, false))
+            .map_err(invalid),
+        Some(b'{') => serde_json::from_slice(body)
+            .map(|r| (vec![r], true))
+            .map_err(invalid),
+        _ => Err(ApiError::bad_request(
+            "invalid_json",
+            "body must be a JSON object (one record) or an array of records",
+        )),
+    }
+}
+
+/// The MessagePack twin of [`parse_json`]: an array marker means many records.
+fn parse_msgpack(body: &[u8]) -> Result<(Vec<RecordInput>, bool), ApiError> {
+    let invalid = |e: rmp_serde::decode::Error| {
+        ApiError::bad_request(
+            "invalid_msgpack",
+            format!("body is not a valid MessagePack record or array of records: {e}"),
+        )
+    };
+    match body.first() {
+        Some(0x90..=0x9f | 0xdc | 0xdd) => rmp_serde::from_slice(body)
+            .map(|v| (v, false))
+            .map_err(invalid),
+        Some(_) => rmp_serde::from_slice(body)
+            .map(|r| (vec![r], true))
+            .map_err(invalid),
+        None => Err(ApiError::bad_request("invalid_msgpack", "body is empty")),
+    }
 }
 
 fn is_msgpack(req: &HttpRequest) -> bool {

@@ -75,7 +75,14 @@ impl Store {
             .cache_size(cache_bytes)
             .max_write_buffer_size(64 * 1024 * 1024)
             .open()?;
-        let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
+        // Larger memtables for the partitions every append writes: fewer, larger flushes
+        // (total memtable memory stays bounded by the keyspace's write buffer size).
+        let open = |name: &str| {
+            keyspace.open_partition(
+                name,
+                PartitionCreateOptions::default().max_memtable_size(32 * 1024 * 1024),
+            )
+        };
         Ok(Store {
             entries: open("entries")?,
             payloads: open("payloads")?,
