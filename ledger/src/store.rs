@@ -317,8 +317,10 @@ impl NodeReader for TileReader<'_> {
                 &self.inner.insert((key, t)).1
             }
         };
+        // An all-zero slot is a node that was not complete when the interior was written.
         Ok(inner
             .as_ref()
-            .and_then(|t| hash_at(t, crate::tree::inner_slot(j, pos))))
+            .and_then(|t| hash_at(t, crate::tree::inner_slot(j, pos)))
+            .filter(|h| h.0 != [0u8; 32]))
     }
 }

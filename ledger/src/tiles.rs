@@ -84,12 +84,6 @@ impl TileRows {
             if let Some(slot) = row.inner.get_mut(at..at + HASH_LEN) {
                 slot.copy_from_slice(hash.as_bytes());
             }
-            // The right node at height 7 is the last interior node a tile gets.
-            if j == TILE_HEIGHT - 1 && pos == 1 {
-                let full = std::mem::replace(&mut row.inner, vec![0u8; INNER_NODES * HASH_LEN]);
-                self.completed
-                    .push((TileKind::Inner, level, row.tile_index, full));
-            }
             return;
         }
         let tile_index = index / TILE_WIDTH;
@@ -98,9 +92,12 @@ impl TileRows {
                 &mut row.bytes,
                 Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN),
             );
+            let inner = std::mem::replace(&mut row.inner, vec![0u8; INNER_NODES * HASH_LEN]);
             if row.dirty {
                 self.completed
                     .push((TileKind::Row, level, row.tile_index, full));
+                self.completed
+                    .push((TileKind::Inner, level, row.tile_index, inner));
             }
             row.tile_index = tile_index;
         }
@@ -118,6 +115,15 @@ impl TileRows {
                     level as u8,
                     row.tile_index,
                     row.bytes.clone(),
+                ));
+                // The interior of the right-edge tile too, so proofs against the newest
+                // checkpoint read the nodes the writer already hashed instead of rehashing
+                // them; slots of nodes not complete yet are zero and never asked for.
+                out.push((
+                    TileKind::Inner,
+                    level as u8,
+                    row.tile_index,
+                    row.inner.clone(),
                 ));
                 row.dirty = false;
             }

@@ -234,16 +234,16 @@ fn subproof<R: NodeReader>(
 /// node so a batch of proofs over neighbouring leaves reads and hashes each node once.
 pub(crate) struct Memo<R> {
     inner: R,
-    nodes: std::collections::HashMap<(u8, u64), Hash>,
-    ephemeral: std::collections::HashMap<(u64, u64), Hash>,
+    nodes: rustc_hash::FxHashMap<(u8, u64), Hash>,
+    ephemeral: rustc_hash::FxHashMap<(u64, u64), Hash>,
 }
 
 impl<R: NodeReader> Memo<R> {
     pub(crate) fn new(inner: R) -> Memo<R> {
         Memo {
             inner,
-            nodes: std::collections::HashMap::new(),
-            ephemeral: std::collections::HashMap::new(),
+            nodes: Default::default(),
+            ephemeral: Default::default(),
         }
     }
 }

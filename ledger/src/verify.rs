@@ -271,6 +271,7 @@ pub fn verify_data_dir(
         if !row.is_empty() {
             let tile = crate::tiles::row_len(state.size, level as u8) / TILE_WIDTH;
             compare_tile(&store, level as u8, tile, row)?;
+            compare_inner(&store, level as u8, tile, row)?;
             tiles_checked += 1;
         }
     }
@@ -338,7 +339,7 @@ fn compare_inner(store: &Store, level: u8, tile: u64, row: &[u8]) -> Result<(), 
         .inner
         .get(store::tile_key(level, tile))
         .map_err(|e| VerifyError::Storage(e.to_string()))?
-        .ok_or_else(|| err("interior of a full tile is missing".into()))?;
+        .ok_or_else(|| err("interior is missing".into()))?;
     if stored.as_ref() != inner_nodes(row).as_slice() {
         return Err(err(
             "stored interior differs from the one recomputed from the entries".into(),
