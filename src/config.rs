@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Most records in one group commit.
     #[arg(long, env = "PROVLEDGER_MAX_BATCH_RECORDS")]
     pub max_batch_records: Option<usize>,
+    /// Most MiB of records waiting for the writer before new appends get 503.
+    #[arg(long, env = "PROVLEDGER_MAX_QUEUED_MB")]
+    pub max_queued_mb: Option<usize>,
     /// Storage block cache in MiB.
     #[arg(long, env = "PROVLEDGER_CACHE_MB")]
     pub cache_mb: Option<u64>,
@@ -67,6 +70,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     queue_depth: Option<usize>,
     max_batch_records: Option<usize>,
+    max_queued_mb: Option<usize>,
     cache_mb: Option<u64>,
     workers: Option<usize>,
     log_format: Option<LogFormat>,
@@ -82,6 +86,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub queue_depth: usize,
     pub max_batch_records: usize,
+    pub max_queued_mb: usize,
     pub cache_mb: u64,
     pub workers: usize,
     pub log_format: LogFormat,
@@ -118,6 +123,7 @@ impl Settings {
                 .max_batch_records
                 .or(file.max_batch_records)
                 .unwrap_or(10_000),
+            max_queued_mb: args.max_queued_mb.or(file.max_queued_mb).unwrap_or(256),
             cache_mb: args.cache_mb.or(file.cache_mb).unwrap_or(32),
             workers: args.workers.or(file.workers).unwrap_or_else(|| {
                 std::thread::available_parallelism()
@@ -130,8 +136,12 @@ impl Settings {
         if settings.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
-        if settings.queue_depth == 0 || settings.max_batch_records == 0 || settings.workers == 0 {
-            bail!("queue_depth, max_batch_records and workers must be at least 1");
+        if settings.queue_depth == 0
+            || settings.max_batch_records == 0
+            || settings.workers == 0
+            || settings.max_queued_mb == 0
+        {
+            bail!("queue_depth, max_batch_records, max_queued_mb and workers must be at least 1");
         }
         Ok(settings)
     }

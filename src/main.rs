@@ -110,6 +110,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.queue_depth = settings.queue_depth;
     config.max_batch_records = settings.max_batch_records;
     config.cache_bytes = settings.cache_mb * 1024 * 1024;
+    config.max_queued_bytes = settings.max_queued_mb * 1024 * 1024;
     let origin = key.name().to_owned();
     let ledger = Ledger::open(&config, key, &registry)
         .with_context(|| format!("cannot open the ledger in {}", settings.data_dir.display()))?;

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use provledger_ledger::{Ledger, PreparedRecord, Receipt, RecordInput, StoredRecord};
 use provledger_signer::Hash;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::tiles::TilePath;
@@ -218,9 +218,11 @@ fn parse_json(body: &[u8]) -> Result<(Vec<RecordInput>, bool), ApiError> {
         )
     };
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => serde_json::from_slice(body)
-            .map(|v| (v, false))
-            .map_err(invalid),
+        Some(b'[') => match serde_json::from_slice(body) {
+            Ok(v) => Ok((v, false)),
+            Err(e) if e.is_data() => Err(name_failing_record(body).unwrap_or_else(|| invalid(e))),
+            Err(e) => Err(invalid(e)),
+        },
         Some(b'{') => serde_json::from_slice(body)
             .map(|r| (vec![r], true))
             .map_err(invalid),
@@ -229,6 +231,17 @@ fn parse_json(body: &[u8]) -> Result<(Vec<RecordInput>, bool), ApiError> {
             "body must be a JSON object (one record) or an array of records",
         )),
     }
+}
+
+/// On the error path only: finds which element of a JSON array is not a valid record, so the
+/// message can say `records[i]: …`.
+fn name_failing_record(body: &[u8]) -> Option<ApiError> {
+    let values: Vec<serde_json::Value> = serde_json::from_slice(body).ok()?;
+    values.into_iter().enumerate().find_map(|(i, v)| {
+        serde_json::from_value::<RecordInput>(v)
+            .err()
+            .map(|e| ApiError::bad_request("invalid_record", format!("records[{i}]: {e}")))
+    })
 }
 
 /// The MessagePack twin of [`parse_json`]: an array marker means many records.
@@ -362,33 +375,64 @@ async fn record(
     Ok(HttpResponse::Ok().json(RecordJson::from(rec)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InclusionQuery {
-    index: u64,
-    tree_size: Option<u64>,
-}
+/// Query parameters, each a decimal u64; unknown parameters are refused by name.
+struct Params(std::collections::HashMap<String, String>);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConsistencyQuery {
-    from: u64,
-    to: u64,
-}
+impl Params {
+    fn parse(req: &HttpRequest, allowed: &[&str]) -> Result<Params, ApiError> {
+        let map =
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("query string does not parse: {e}"),
+                    )
+                })?
+                .into_inner();
+        if let Some(unknown) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "unknown query parameter {unknown:?}; expected {}",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        Ok(Params(map))
+    }
 
-fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|e| ApiError::bad_request("invalid_query", format!("{e}")))
+    fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("query parameter {name}={v:?} must be a non-negative integer"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    fn required(&self, name: &str) -> Result<u64, ApiError> {
+        self.u64(name)?.ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("query parameter {name} is required"),
+            )
+        })
+    }
 }
 
 async fn inclusion_proof(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let q: InclusionQuery = query(&req)?;
+    let params = Params::parse(&req, &["index", "tree_size"])?;
+    let (index, tree_size) = (params.required("index")?, params.u64("tree_size")?);
     let ledger = state.ledger.clone();
-    let p = web::block(move || ledger.inclusion_proof(q.index, q.tree_size)).await??;
+    let p = web::block(move || ledger.inclusion_proof(index, tree_size)).await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "index": p.index,
         "tree_size": p.tree_size,
@@ -401,12 +445,13 @@ async fn consistency_proof(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let q: ConsistencyQuery = query(&req)?;
+    let params = Params::parse(&req, &["from", "to"])?;
+    let (from, to) = (params.required("from")?, params.required("to")?);
     let ledger = state.ledger.clone();
-    let hashes = web::block(move || ledger.consistency_proof(q.from, q.to)).await??;
+    let hashes = web::block(move || ledger.consistency_proof(from, to)).await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "from": q.from,
-        "to": q.to,
+        "from": from,
+        "to": to,
         "hashes": hashes.iter().map(Hash::to_base64).collect::<Vec<_>>(),
     })))
 }

@@ -1,6 +1,6 @@
 //! Raw fjall throughput for the ledger's key shapes, as a physical limit to compare the
 //! append pipeline against: `cargo run --release -p provledger-ledger --example fjall_raw`.
-#![allow(clippy::unwrap_used)] // example
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // example: fixed partitions, fail loudly
 
 use std::time::Instant;
 
@@ -11,21 +11,15 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let ks = Config::new(dir.path()).open().unwrap();
     let names = ["entries", "payloads", "ids", "versions"];
-    let tiered = std::env::var("TIERED").is_ok();
     let parts: Vec<_> = names
         .iter()
         .map(|n| {
-            let mut o = PartitionCreateOptions::default().max_memtable_size(32 * 1024 * 1024);
-            if tiered {
-                o = o.compaction_strategy(fjall::compaction::Strategy::SizeTiered(
-                    Default::default(),
-                ));
-            }
+            let o = PartitionCreateOptions::default().max_memtable_size(32 * 1024 * 1024);
             ks.open_partition(n, o).unwrap()
         })
         .collect();
     let batches = 300u64;
-    for keys_per_record in [4usize] {
+    for keys_per_record in [1usize, 2, 3, 4] {
         let start = Instant::now();
         for b in 0..batches {
             let mut batch = ks.batch().durability(Some(PersistMode::SyncAll));

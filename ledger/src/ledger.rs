@@ -135,6 +135,7 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         let store = Store::open(&config.data_dir, config.cache_bytes)?;
         let state = store.state()?;
+        crate::watermark::check(&config.data_dir, &key.verifier(), state.size)?;
         let metrics = Metrics::register(registry)
             .map_err(|e| LedgerError::Corrupt(format!("metrics registration failed: {e}")))?;
         let head = if state.checkpoint.is_empty() {
@@ -191,6 +192,7 @@ impl Ledger {
         let verifier = key.verifier();
         let writer = Writer::new(
             store.clone(),
+            crate::watermark::Watermark::new(&config.data_dir),
             key,
             &state,
             Arc::clone(&shared),

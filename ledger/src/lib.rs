@@ -37,6 +37,7 @@ mod store;
 mod tiles;
 mod tree;
 mod verify;
+mod watermark;
 
 // The public surface: the ledger handle and what goes in and out of it.
 pub use crate::error::LedgerError;

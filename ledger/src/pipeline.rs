@@ -22,6 +22,7 @@ use crate::record::{Leaf, LeafRef, PreparedRecord, RefTarget, SealedPayload, LEA
 use crate::store::{self, State, Store};
 use crate::tiles::{TileKind, TileRows};
 use crate::tree::Frontier;
+use crate::watermark::Watermark;
 use crate::LedgerError;
 
 /// The latest signed tree head.
@@ -77,6 +78,7 @@ pub(crate) struct Committed {
 
 pub(crate) struct Writer {
     store: Store,
+    watermark: Watermark,
     key: SigningKey,
     origin: String,
     frontier: Frontier,
@@ -122,6 +124,7 @@ struct NewEntry {
 impl Writer {
     pub(crate) fn new(
         store: Store,
+        watermark: Watermark,
         key: SigningKey,
         state: &State,
         shared: Arc<Shared>,
@@ -140,6 +143,7 @@ impl Writer {
         Ok(Writer {
             origin: key.name().to_owned(),
             store,
+            watermark,
             key,
             frontier,
             tiles,
@@ -461,6 +465,7 @@ impl Writer {
         batch.insert(&self.store.checkpoints, size.to_be_bytes(), note.clone());
         let started = Instant::now();
         batch.commit()?;
+        self.watermark.record(&note)?;
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());

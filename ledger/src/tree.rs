@@ -256,7 +256,7 @@ impl<R: NodeReader> Memo<R> {
         }
         let h = match self.inner.stored(height, index)? {
             Some(h) => h,
-            None if height % TILE_HEIGHT == 0 => {
+            None if height.is_multiple_of(TILE_HEIGHT) => {
                 return Err(LedgerError::Corrupt(format!(
                     "tile-row node {height}/{index} is not stored"
                 )))
@@ -330,7 +330,7 @@ mod tests {
     struct Leaves(Vec<Hash>);
     impl NodeReader for Leaves {
         fn stored(&mut self, height: u8, index: u64) -> Result<Option<Hash>, LedgerError> {
-            if height % TILE_HEIGHT != 0 {
+            if !height.is_multiple_of(TILE_HEIGHT) {
                 return Ok(None);
             }
             let w = 1usize << height;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use fjall::AbstractTree;
 use provledger_signer::{leaf_hash, Hash, VerifierKey};
+use sha2::Digest as _;
 
 use crate::record::{commitment, Leaf};
 use crate::store::{self, Store};
@@ -70,6 +71,27 @@ impl From<LedgerError> for VerifyError {
 pub fn verify_data_dir(
     dir: &Path,
     key: &VerifierKey,
+    progress: impl FnMut(u64, u64),
+) -> Result<VerifyReport, VerifyError> {
+    // The storage engine panics on some damaged files; that is a finding, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        verify_inner(dir, key, progress)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(VerifyError::Storage(format!(
+            "the storage engine failed while reading the data (damaged files?): {what}"
+        )))
+    })
+}
+
+fn verify_inner(
+    dir: &Path,
+    key: &VerifierKey,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<VerifyReport, VerifyError> {
     if !dir.join("fjall").is_dir() {
@@ -93,7 +115,12 @@ pub fn verify_data_dir(
             )));
         }
     }
+    for (name, partition) in store.partitions() {
+        check_both_directions(name, partition)?;
+    }
     let state = store.state()?;
+    crate::watermark::check(dir, key, state.size)
+        .map_err(|e| VerifyError::Checkpoint(e.to_string()))?;
     if state.size == 0 && state.checkpoint.is_empty() {
         if store
             .entries
@@ -183,7 +210,7 @@ pub fn verify_data_dir(
             (None, None) => {}
         }
         frontier.push(hash, |height, node, h| {
-            if height % TILE_HEIGHT != 0 || tile_error.is_some() {
+            if !height.is_multiple_of(TILE_HEIGHT) || tile_error.is_some() {
                 return;
             }
             let level = height / TILE_HEIGHT;
@@ -232,7 +259,7 @@ pub fn verify_data_dir(
             check_archived(&note, size, &frontier.root(), key)?;
             checkpoints_checked += 1;
         }
-        if expected % 4096 == 0 {
+        if expected.is_multiple_of(4096) {
             progress(expected, state.size);
         }
     }
@@ -303,6 +330,42 @@ pub fn verify_data_dir(
         checkpoints: checkpoints_checked,
         checkpoint: state.checkpoint,
     })
+}
+
+/// Reads a partition forwards and backwards: both must yield the same items. Reverse scans
+/// follow each block's back-pointer, which block checksums do not cover.
+fn check_both_directions(
+    name: &str,
+    partition: &fjall::PartitionHandle,
+) -> Result<(), VerifyError> {
+    fn digest(
+        it: impl Iterator<Item = fjall::Result<fjall::KvPair>>,
+    ) -> Result<(u64, u64), VerifyError> {
+        let mut count = 0u64;
+        let mut sum = 0u64;
+        for kv in it {
+            let (k, v) = kv.map_err(|e| VerifyError::Storage(e.to_string()))?;
+            let mut h = sha2::Sha256::new();
+            sha2::Digest::update(&mut h, (k.len() as u64).to_be_bytes());
+            sha2::Digest::update(&mut h, &k);
+            sha2::Digest::update(&mut h, &v);
+            let d: [u8; 32] = sha2::Digest::finalize(h).into();
+            let mut first = [0u8; 8];
+            first.copy_from_slice(d.get(..8).unwrap_or(&[0u8; 8]));
+            sum = sum.wrapping_add(u64::from_be_bytes(first));
+            count += 1;
+        }
+        Ok((count, sum))
+    }
+    let forward = digest(partition.iter())?;
+    let backward = digest(partition.iter().rev())?;
+    if forward != backward {
+        return Err(VerifyError::Storage(format!(
+            "partition {name}: reading backwards gives {} items, forwards {} (or different ones): damaged block links",
+            backward.0, forward.0
+        )));
+    }
+    Ok(())
 }
 
 /// A checkpoint from the archive must be signed by the key and match the recomputed root.

@@ -372,6 +372,41 @@ fn empty_logs_verify_and_a_foreign_key_cannot_take_over_a_log() {
 }
 
 #[test]
+fn a_store_shorter_than_an_acknowledged_checkpoint_is_refused() {
+    let fx = Fixture::new();
+    {
+        let ledger = fx.open();
+        ledger.append_blocking((0..5).map(input).collect()).unwrap();
+    }
+    // Pretend the store lost entries: an acknowledged checkpoint beyond what it holds.
+    let key = SigningKey::from_skey(&fx.key_text).unwrap();
+    let cp = provledger_signer::Checkpoint {
+        origin: ORIGIN.into(),
+        size: 9,
+        root: leaf_hash(b"x"),
+        extensions: vec![],
+    };
+    std::fs::write(fx.dir.path().join("head.1"), key.sign_checkpoint(&cp)).unwrap();
+    let err = Ledger::open(
+        &LedgerConfig::new(fx.dir.path()),
+        key,
+        &prometheus::Registry::new(),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("acknowledged but the store holds only 5"),
+        "{err}"
+    );
+    let err = verify_data_dir(fx.dir.path(), &fx.vkey(), |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("entries were lost"), "{err}");
+    // A slot that does not verify (torn write, other key) is ignored.
+    std::fs::write(fx.dir.path().join("head.1"), "garbage").unwrap();
+    assert_eq!(fx.open().head().size, 5);
+}
+
+#[test]
 fn payload_integers_beyond_2_pow_53_are_refused() {
     let ok: RecordInput = serde_json::from_value(json!({"kind": "x", "actor": {"type": "a", "id": "b"}, "payload": {"n": [9007199254740992u64, -9007199254740992i64]}})).unwrap();
     PreparedRecord::prepare(ok, "record").unwrap();

@@ -34,7 +34,7 @@ impl Hash {
 
     /// Parses 64 hex digits (either case).
     pub fn from_hex(s: &str) -> Result<Hash, EncodingError> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Err(EncodingError::InvalidHex);
         }
         let bytes = s

@@ -1,0 +1,53 @@
+//! Inclusion-proof latency percentiles on an existing data directory (e.g. one filled through
+//! the server): `cargo run --release -p provledger-ledger --example proof_latency -- DIR [N]`.
+//! Opens the log with the directory's `signing.key`, asks N proofs for random indexes against
+//! the current tree size, verifies each, and prints p50/p99/max.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)] // example
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use provledger_ledger::{Ledger, LedgerConfig};
+use provledger_signer::{verify_inclusion, SigningKey};
+
+fn main() {
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .expect("usage: proof_latency DIR [N]"),
+    );
+    let n: usize = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let key = SigningKey::load(&dir.join("signing.key")).unwrap();
+    let started = Instant::now();
+    let ledger = Ledger::open(&LedgerConfig::new(&dir), key, &prometheus::Registry::new()).unwrap();
+    let head = ledger.head();
+    println!(
+        "opened a log of {} entries in {:?}",
+        head.size,
+        started.elapsed()
+    );
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut times: Vec<Duration> = Vec::with_capacity(n);
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let index = x % head.size;
+        let t = Instant::now();
+        let p = ledger.inclusion_proof(index, Some(head.size)).unwrap();
+        times.push(t.elapsed());
+        verify_inclusion(&p.leaf_hash, index, head.size, &p.hashes, &head.root).unwrap();
+    }
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    println!(
+        "{n} inclusion proofs (random index of {}): p50 {:?} p99 {:?} max {:?}",
+        head.size,
+        at(0.50),
+        at(0.99),
+        times[times.len() - 1]
+    );
+}
