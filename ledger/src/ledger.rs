@@ -379,6 +379,65 @@ impl Ledger {
         self.record_at(index)
     }
 
+    /// Index and tenant of a record id in the current tree, without reading the record.
+    pub fn locate(&self, id: &Hash) -> Result<Option<(u64, String)>, LedgerError> {
+        let size = self.head().size;
+        Ok(self.inner.store.lookup_id(id)?.filter(|(i, _)| *i < size))
+    }
+
+    /// Records that cite `id`, oldest first: `(index, role)` for up to `limit` citing records
+    /// with index > `after` (all when `None`) and below `before` (the current size when `None`).
+    /// Reads the reverse-reference index; it never scans the log.
+    pub fn cited_by(
+        &self,
+        id: &Hash,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, String)>, LedgerError> {
+        let end = before.unwrap_or(u64::MAX).min(self.head().size);
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let mut out = Vec::new();
+        if start >= end {
+            return Ok(out);
+        }
+        let from = crate::store::cites_key(id.as_bytes(), start);
+        let to = crate::store::cites_key(id.as_bytes(), end);
+        for kv in self.inner.store.cites.range(from..to).take(limit) {
+            let (k, v) = kv?;
+            let index = crate::store::be_u64(k.get(32..).unwrap_or_default())?;
+            out.push((index, String::from_utf8_lossy(&v).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Versions of an entity, oldest first: `(index, id)` for up to `limit` versions with
+    /// index > `after`, in the current tree.
+    pub fn entity_versions(
+        &self,
+        tenant: &str,
+        entity: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Hash)>, LedgerError> {
+        let size = self.head().size;
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        let from = crate::store::version_key(tenant, entity, start);
+        let to = crate::store::version_key(tenant, entity, size);
+        let mut out = Vec::new();
+        if start >= size {
+            return Ok(out);
+        }
+        for kv in self.inner.store.versions.range(from..to).take(limit) {
+            let (k, v) = kv?;
+            let at = k.len().saturating_sub(8);
+            let index = crate::store::be_u64(k.get(at..).unwrap_or_default())?;
+            let id = Hash::from_slice(&v).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            out.push((index, id));
+        }
+        Ok(out)
+    }
+
     /// The record at an index.
     pub fn record_at(&self, index: u64) -> Result<StoredRecord, LedgerError> {
         let leaf_bytes = self.leaf(index)?;

@@ -117,6 +117,7 @@ struct NewEntry {
     leaf: Vec<u8>,
     tenant: String,
     entity: Option<String>,
+    refs: Vec<LeafRef>,
     payload: Option<SealedPayload>,
     idempotency: Option<(String, [u8; 32])>,
 }
@@ -325,7 +326,12 @@ impl Writer {
             };
             let bytes = leaf.encode()?;
             let hash = leaf_hash(&bytes);
-            let Leaf { tenant, entity, .. } = leaf;
+            let Leaf {
+                tenant,
+                entity,
+                refs,
+                ..
+            } = leaf;
             local.ids.insert(hash, (next, tenant.clone()));
             if let Some(entity) = &entity {
                 local
@@ -343,6 +349,7 @@ impl Writer {
                 leaf: bytes,
                 tenant,
                 entity,
+                refs,
                 payload,
                 idempotency: idempotency_key.map(|k| (k, fingerprint)),
             })));
@@ -393,6 +400,7 @@ impl Writer {
                         leaf,
                         tenant,
                         entity,
+                        refs,
                         payload,
                         idempotency,
                     } = *entry;
@@ -416,6 +424,13 @@ impl Writer {
                             &self.store.versions,
                             store::version_key(&tenant, entity, index),
                             hash.as_bytes().to_vec(),
+                        );
+                    }
+                    for r in &refs {
+                        batch.insert(
+                            &self.store.cites,
+                            store::cites_key(&r.hash, index),
+                            r.role.as_bytes().to_vec(),
                         );
                     }
                     if let Some((k, fingerprint)) = &idempotency {

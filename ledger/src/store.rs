@@ -10,6 +10,7 @@
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
 //! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
+//! | `cites`    | cited leaf hash (32) ‖ citing index (u64 BE) | role                           |
 //! | `checkpoints` | tree size (u64 BE)                 | the signed checkpoint note for that size |
 //! | `meta`     | `state`                               | MessagePack [`State`]                 |
 //!
@@ -52,6 +53,7 @@ pub(crate) struct Store {
     pub(crate) ids: PartitionHandle,
     pub(crate) versions: PartitionHandle,
     pub(crate) idem: PartitionHandle,
+    pub(crate) cites: PartitionHandle,
     pub(crate) checkpoints: PartitionHandle,
     pub(crate) meta: PartitionHandle,
 }
@@ -73,32 +75,41 @@ impl Store {
         }
         let keyspace = Config::new(dir.join("fjall"))
             .cache_size(cache_bytes)
-            .max_write_buffer_size(64 * 1024 * 1024)
+            .max_write_buffer_size(32 * 1024 * 1024)
+            .max_journaling_size(128 * 1024 * 1024)
             .open()?;
-        // Larger memtables for the partitions every append writes: fewer, larger flushes
-        // (total memtable memory stays bounded by the keyspace's write buffer size).
-        let open = |name: &str| {
-            keyspace.open_partition(
-                name,
-                PartitionCreateOptions::default().max_memtable_size(32 * 1024 * 1024),
-            )
+        // Per partition, chosen by how it is read (these are fixed when a partition is created):
+        // - hashes (tiles, interiors, ids) do not compress: no compression, no wasted CPU;
+        // - bloom filters only help lookups of absent keys, which only `ids` and `idem` see
+        //   (refs and retries); elsewhere they would cost memory for nothing;
+        // - 16 MiB memtables for the partitions every append writes, bounded in total by the
+        //   keyspace's write buffer.
+        let open = |name: &str, hashes: bool, bloom: bool| {
+            let mut o = PartitionCreateOptions::default()
+                .max_memtable_size(16 * 1024 * 1024)
+                .bloom_filter_bits(bloom.then_some(10));
+            if hashes {
+                o = o.compression(fjall::CompressionType::None);
+            }
+            keyspace.open_partition(name, o)
         };
         Ok(Store {
-            entries: open("entries")?,
-            payloads: open("payloads")?,
-            tiles: open("tiles")?,
-            inner: open("inner")?,
-            ids: open("ids")?,
-            versions: open("versions")?,
-            idem: open("idem")?,
-            checkpoints: open("checkpoints")?,
-            meta: open("meta")?,
+            entries: open("entries", false, false)?,
+            payloads: open("payloads", false, false)?,
+            tiles: open("tiles", true, false)?,
+            inner: open("inner", true, false)?,
+            ids: open("ids", true, true)?,
+            versions: open("versions", false, false)?,
+            idem: open("idem", false, true)?,
+            cites: open("cites", false, false)?,
+            checkpoints: open("checkpoints", false, false)?,
+            meta: open("meta", false, false)?,
             keyspace,
             _lock: std::sync::Arc::new(lock),
         })
     }
 
-    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 9] {
+    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 10] {
         [
             ("entries", &self.entries),
             ("payloads", &self.payloads),
@@ -107,6 +118,7 @@ impl Store {
             ("ids", &self.ids),
             ("versions", &self.versions),
             ("idem", &self.idem),
+            ("cites", &self.cites),
             ("checkpoints", &self.checkpoints),
             ("meta", &self.meta),
         ]
@@ -222,6 +234,13 @@ pub(crate) fn entity_prefix(tenant: &str, entity: &str) -> Vec<u8> {
 pub(crate) fn version_key(tenant: &str, entity: &str, index: u64) -> Vec<u8> {
     let mut k = entity_prefix(tenant, entity);
     k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub(crate) fn cites_key(cited: &[u8; 32], citing: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(40);
+    k.extend_from_slice(cited);
+    k.extend_from_slice(&citing.to_be_bytes());
     k
 }
 

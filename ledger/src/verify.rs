@@ -162,6 +162,7 @@ fn verify_inner(
     let mut expected = 0u64;
     let mut tile_error: Option<VerifyError> = None;
     let mut with_entity = 0u64;
+    let mut cites = 0u64;
     let mut checkpoints = store.checkpoints.iter().peekable();
     let mut checkpoints_checked = 0u64;
     for kv in store.entries.iter() {
@@ -232,6 +233,18 @@ fn verify_inner(
         if let Some(e) = tile_error.take() {
             return Err(e);
         }
+        for r in &leaf.refs {
+            cites += 1;
+            let key = store::cites_key(&r.hash, index);
+            if store.cites.get(key).map_err(LedgerError::from)?.as_deref()
+                != Some(r.role.as_bytes())
+            {
+                return Err(entry(format!(
+                    "reference to {} is missing from the reverse index",
+                    hex::encode(r.hash)
+                )));
+            }
+        }
         if let Some(entity) = &leaf.entity {
             with_entity += 1;
             let stored = store
@@ -273,6 +286,11 @@ fn verify_inner(
     if store.versions.len().map_err(LedgerError::from)? as u64 != with_entity {
         return Err(VerifyError::Storage(
             "the entity version index holds entries for records that do not exist".into(),
+        ));
+    }
+    if store.cites.len().map_err(LedgerError::from)? as u64 != cites {
+        return Err(VerifyError::Storage(
+            "the reverse-reference index holds entries that no record's refs account for".into(),
         ));
     }
     for kv in store.idem.iter() {

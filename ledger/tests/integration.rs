@@ -227,6 +227,46 @@ fn refs_resolve_to_exact_versions_and_unknown_refs_leave_no_trace() {
     assert_eq!(decision.refs[1].hash, v2[0].id.0);
     assert_eq!(decision.refs[2].hash, v1[0].id.0);
 
+    // The reverse index answers "who cites this", with paging and as-of bounds.
+    let d = batch[1].index;
+    assert_eq!(
+        ledger.cited_by(&v1[0].id, None, None, 10).unwrap(),
+        vec![(d, "parent".to_owned())]
+    );
+    assert_eq!(
+        ledger.cited_by(&v2[0].id, None, None, 10).unwrap(),
+        vec![(d, "policy".to_owned())]
+    );
+    assert!(ledger
+        .cited_by(&v2[0].id, Some(d), None, 10)
+        .unwrap()
+        .is_empty());
+    assert!(
+        ledger
+            .cited_by(&v2[0].id, None, Some(d), 10)
+            .unwrap()
+            .is_empty(),
+        "as of before the decision"
+    );
+    let versions = ledger
+        .entity_versions("default", "policy:refunds", None, 10)
+        .unwrap();
+    assert_eq!(
+        versions,
+        vec![(v1[0].index, v1[0].id), (v2[0].index, v2[0].id)]
+    );
+    assert_eq!(
+        ledger
+            .entity_versions("default", "policy:refunds", Some(v1[0].index), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(ledger
+        .entity_versions("other", "policy:refunds", None, 10)
+        .unwrap()
+        .is_empty());
+
     let size = ledger.head().size;
     let err = ledger
         .append_blocking(vec![
