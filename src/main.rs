@@ -207,11 +207,12 @@ fn verify(data_dir: &Path, key: Option<&str>, key_file: Option<PathBuf>) -> Resu
     bar.finish_and_clear();
     let report = report.context("verification failed")?;
     println!(
-        "ok: {} entries, root {}, {} payload commitments, {} tiles checked against the signed checkpoint",
+        "ok: {} entries, root {}, {} payload commitments, {} tiles, {} archived checkpoints checked against the signed checkpoint",
         report.tree_size,
         report.root.to_base64(),
         report.payloads,
-        report.tiles
+        report.tiles,
+        report.checkpoints
     );
     Ok(())
 }

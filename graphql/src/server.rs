@@ -168,6 +168,9 @@ async fn append(
     } else {
         parse_json(&body)?
     };
+    // The records are parsed; the raw body need not wait for the answer (queued memory is
+    // bounded by the ledger in record bytes).
+    drop(body);
     if inputs.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_record",

@@ -1,12 +1,12 @@
 //! Storage on fjall: partitions, key layouts and the persisted tree state. Private to the crate;
-//! `docs/operating.md` describes the layout for operators.
+//! `docs/format.md` describes the layout for operators.
 //!
 //! | partition  | key                                   | value                                 |
 //! |------------|---------------------------------------|---------------------------------------|
 //! | `entries`  | index (u64 BE)                        | leaf bytes                            |
 //! | `payloads` | index (u64 BE)                        | salt (32) ‖ RFC 8785 payload          |
 //! | `tiles`    | level (u8) ‖ tile index (u64 BE)      | concatenated 32-byte hashes (≤ 256)   |
-//! | `inner`    | level (u8) ‖ tile index (u64 BE)      | a full tile's 254 interior hashes     |
+//! | `inner`    | level (u8) ‖ tile index (u64 BE)      | a tile's 254 interior hashes (full tiles and the right edge) |
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
 //! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
