@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use fjall::PersistMode;
 use provledger_signer::{leaf_hash, Checkpoint, Hash, SigningKey};
 use tokio::sync::oneshot;
-use tracing::{debug, error, info_span};
+use tracing::{debug, debug_span, error};
 
 use crate::metrics::Metrics;
 use crate::record::{Leaf, LeafRef, PreparedRecord, RefTarget, SealedPayload, LEAF_FORMAT_VERSION};
@@ -183,7 +183,7 @@ impl Writer {
             }
             return;
         }
-        let span = info_span!(
+        let span = debug_span!(
             "batch",
             jobs = jobs.len(),
             first_index = self.frontier.size()
@@ -199,11 +199,13 @@ impl Writer {
         let mut overlay = Overlay::default();
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let result = self.stage(job.records, &overlay);
+            let result = debug_span!("stage", records = job.records.len())
+                .in_scope(|| self.stage(job.records, &overlay));
             match result {
                 Ok((staged, local)) => {
                     overlay.absorb(local);
-                    let entries = self.integrate(&mut batch, staged);
+                    let entries =
+                        debug_span!("integrate").in_scope(|| self.integrate(&mut batch, staged));
                     outcomes.push((job.reply, Ok(entries)));
                 }
                 Err(e) => {
@@ -457,7 +459,7 @@ impl Writer {
             root,
             extensions: Vec::new(),
         };
-        let note = self.key.sign_checkpoint(&checkpoint);
+        let note = debug_span!("sign", size).in_scope(|| self.key.sign_checkpoint(&checkpoint));
         for (kind, level, index, bytes) in self.tiles.take_dirty() {
             let partition = match kind {
                 TileKind::Row => &self.store.tiles,
@@ -479,8 +481,11 @@ impl Writer {
         self.store.put_state(&mut batch, &state)?;
         batch.insert(&self.store.checkpoints, size.to_be_bytes(), note.clone());
         let started = Instant::now();
-        batch.commit()?;
-        self.watermark.record(&note)?;
+        debug_span!("commit", size).in_scope(|| -> Result<(), LedgerError> {
+            batch.commit()?;
+            self.watermark.record(&note)?;
+            Ok(())
+        })?;
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -447,6 +447,43 @@ fn a_store_shorter_than_an_acknowledged_checkpoint_is_refused() {
 }
 
 #[test]
+fn a_failed_durable_write_poisons_the_ledger_until_restart() {
+    let fx = Fixture::new();
+    {
+        let ledger = fx.open();
+        ledger.append_blocking(vec![input(0)]).unwrap();
+    }
+    // The next batch's high-water mark goes to head.1 (head.0 took the first after this
+    // restart's reset); make both unwritable so the write after the commit fails.
+    for slot in ["head.0", "head.1"] {
+        let p = fx.dir.path().join(slot);
+        let _ = std::fs::remove_file(&p);
+        std::fs::create_dir(&p).unwrap();
+    }
+    let ledger = fx.open();
+    let err = ledger.append_blocking(vec![input(1)]).unwrap_err();
+    assert!(matches!(err, LedgerError::Poisoned), "{err}");
+    assert!(ledger.is_poisoned());
+    let err = ledger.append_blocking(vec![input(2)]).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Poisoned),
+        "appends stay refused: {err}"
+    );
+    // Reads still work, and the head did not move past what was acknowledged.
+    assert_eq!(ledger.head().size, 1);
+    drop(ledger);
+    for slot in ["head.0", "head.1"] {
+        std::fs::remove_dir(fx.dir.path().join(slot)).unwrap();
+    }
+    // After a restart the ledger works again and the log verifies.
+    let ledger = fx.open();
+    assert!(!ledger.is_poisoned());
+    ledger.append_blocking(vec![input(3)]).unwrap();
+    drop(ledger);
+    verify_data_dir(fx.dir.path(), &fx.vkey(), |_, _| {}).unwrap();
+}
+
+#[test]
 fn payload_integers_beyond_2_pow_53_are_refused() {
     let ok: RecordInput = serde_json::from_value(json!({"kind": "x", "actor": {"type": "a", "id": "b"}, "payload": {"n": [9007199254740992u64, -9007199254740992i64]}})).unwrap();
     PreparedRecord::prepare(ok, "record").unwrap();
