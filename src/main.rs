@@ -7,11 +7,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use provledger_exporters::{
+    export_to_file, verify_bundle, ConsistencyProof, KeyTrust, LaterCheckpoint, RangeScope, Scope,
+};
 use provledger_graphql::{configure, AppState, ServerSettings};
 use provledger_ledger::{verify_data_dir, Ledger, LedgerConfig};
-use provledger_signer::{SigningKey, VerifierKey};
+use provledger_signer::{Hash, SigningKey, VerifierKey};
 use tracing::info;
 
 use crate::config::{LogFormat, ServeArgs, Settings};
@@ -56,6 +59,77 @@ enum Command {
         #[arg(long, env = "PROVLEDGER_KEY_FILE")]
         key_file: Option<PathBuf>,
     },
+    /// Write a signed export bundle (docs/export-format.md) of part of the log, offline: the
+    /// server must not be running on the data directory. Choose one scope: --entity, an index
+    /// and/or time range (with optional --kind), or --record.
+    Export(ExportArgs),
+    /// Check an export bundle offline: the manifest and checkpoint signatures, every inclusion
+    /// proof and payload commitment, and the refs between the records. Exit code 0 only when
+    /// everything holds; otherwise the first failure is printed.
+    VerifyBundle(VerifyBundleArgs),
+}
+
+/// Flags of `provledger export`.
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Data directory (the server must not be running on it).
+    #[arg(long, env = "PROVLEDGER_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Signing key file, which signs the manifest; default `<data-dir>/signing.key`.
+    #[arg(long, env = "PROVLEDGER_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Scope: every version of this entity (of --tenant, or the default tenant).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["from_index", "to_index", "from_time", "to_time", "kind", "record"])]
+    entity: Option<String>,
+    /// Scope: records from this index on (inclusive).
+    #[arg(long, value_name = "INDEX", conflicts_with = "record")]
+    from_index: Option<u64>,
+    /// Scope: records before this index (exclusive).
+    #[arg(long, value_name = "INDEX", conflicts_with = "record")]
+    to_index: Option<u64>,
+    /// Scope: records integrated at or after this time (ms since the Unix epoch).
+    #[arg(long, value_name = "MS", conflicts_with = "record")]
+    from_time: Option<u64>,
+    /// Scope: records integrated before this time (ms since the Unix epoch, exclusive).
+    #[arg(long, value_name = "MS", conflicts_with = "record")]
+    to_time: Option<u64>,
+    /// With a range: only records of this kind.
+    #[arg(long, conflicts_with = "record")]
+    kind: Option<String>,
+    /// Scope: this record (64 hex digits); repeat for several.
+    #[arg(long, value_name = "ID")]
+    record: Vec<String>,
+    /// With --record: also export what the records cite, this many hops upstream.
+    #[arg(long, value_name = "N", requires = "record")]
+    depth: Option<u32>,
+    /// Only records of this tenant (with --entity: the entity's tenant, default `default`).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Output format. This release writes `bundle`.
+    #[arg(long, default_value = "bundle")]
+    format: String,
+    /// File to write (replaced only once the bundle is complete).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+/// Flags of `provledger verify-bundle`.
+#[derive(Args, Debug)]
+struct VerifyBundleArgs {
+    /// The bundle file.
+    file: PathBuf,
+    /// The log's verifier key, obtained independently of the bundle (repeat for several).
+    /// Without it the bundle's own keys are used, which proves integrity but not origin.
+    #[arg(long = "key", value_name = "VERIFIER_KEY")]
+    keys: Vec<String>,
+    /// A later signed checkpoint of the same log that you trust (file): prove the bundle's
+    /// checkpoint is a prefix of it.
+    #[arg(long, value_name = "FILE", requires = "consistency_proof")]
+    checkpoint: Option<PathBuf>,
+    /// The consistency proof from the bundle's tree size to the later checkpoint's: the JSON of
+    /// `GET /v1/proofs/consistency?from=<bundle size>&to=<later size>` (file).
+    #[arg(long, value_name = "FILE", requires = "checkpoint")]
+    consistency_proof: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +147,8 @@ fn main() -> ExitCode {
             key,
             key_file,
         } => verify(&data_dir, key.as_deref(), key_file),
+        Command::Export(args) => export(args),
+        Command::VerifyBundle(args) => verify_bundle_file(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -214,5 +290,172 @@ fn verify(data_dir: &Path, key: Option<&str>, key_file: Option<PathBuf>) -> Resu
         report.tiles,
         report.checkpoints
     );
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal, hidden otherwise.
+fn progress_bar(template: &str) -> ProgressBar {
+    use std::io::IsTerminal as _;
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// The scope the flags ask for.
+fn export_scope(args: &ExportArgs) -> Result<Scope> {
+    if let Some(entity) = &args.entity {
+        return Ok(Scope::entity(args.tenant.as_deref(), entity));
+    }
+    if !args.record.is_empty() {
+        let ids = args
+            .record
+            .iter()
+            .map(|id| {
+                Hash::from_hex(id)
+                    .ok()
+                    .filter(|_| id.bytes().all(|b| !b.is_ascii_uppercase()))
+                    .with_context(|| {
+                        format!("--record {id:?} is not a record id (64 lowercase hex digits)")
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Scope::Records {
+            tenant: args.tenant.clone(),
+            ids,
+            depth: args.depth.unwrap_or(0),
+        });
+    }
+    let range = RangeScope {
+        from_index: args.from_index,
+        to_index: args.to_index,
+        from_time: args.from_time,
+        to_time: args.to_time,
+        kind: args.kind.clone(),
+        tenant: args.tenant.clone(),
+    };
+    if range == RangeScope::default() {
+        bail!("choose what to export: --entity NAME, --from-index/--to-index, --from-time/--to-time (optionally with --kind and --tenant), or --record ID [--depth N]");
+    }
+    Ok(Scope::Range(range))
+}
+
+fn export(args: ExportArgs) -> Result<()> {
+    match args.format.as_str() {
+        "bundle" => {}
+        "prov-json" | "dsse" => bail!(
+            "--format {} is not available yet: this release writes only `bundle`; PROV-JSON and DSSE exports come with the next part of issue 4",
+            args.format
+        ),
+        other => bail!("--format {other:?} is unknown: use `bundle`"),
+    }
+    let scope = export_scope(&args)?;
+    let key_path = args
+        .key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("signing.key"));
+    let load = || {
+        SigningKey::load(&key_path)
+            .with_context(|| format!("cannot read signing key {}", key_path.display()))
+    };
+    let key = load()?;
+    if !args.data_dir.join("fjall").exists() {
+        bail!(
+            "{} is not a provledger data directory (no fjall/ inside)",
+            args.data_dir.display()
+        );
+    }
+    let ledger = Ledger::open(
+        &LedgerConfig::new(&args.data_dir),
+        load()?,
+        &prometheus::Registry::new(),
+    )
+    .with_context(|| format!("cannot open the ledger in {}", args.data_dir.display()))?;
+    let bar = progress_bar("exporting {bar:40} {pos}/{len} ({per_sec}, eta {eta})");
+    let summary = export_to_file(&ledger, &key, &scope, &args.out, &mut |done, total| {
+        if let Some(total) = total {
+            bar.set_length(total);
+        }
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let summary = summary.with_context(|| format!("export to {} failed", args.out.display()))?;
+    println!(
+        "wrote {}: {} records ({}), proven against the checkpoint of tree size {}",
+        args.out.display(),
+        summary.records,
+        summary.scope,
+        summary.tree_size
+    );
+    Ok(())
+}
+
+fn verify_bundle_file(args: &VerifyBundleArgs) -> Result<()> {
+    let trusted = args
+        .keys
+        .iter()
+        .map(|k| {
+            VerifierKey::parse(k)
+                .with_context(|| format!("--key {k:?} is not a valid verifier key"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let later = match (&args.checkpoint, &args.consistency_proof) {
+        (Some(cp), Some(proof)) => {
+            let checkpoint = std::fs::read_to_string(cp)
+                .with_context(|| format!("cannot read the later checkpoint {}", cp.display()))?;
+            let text = std::fs::read_to_string(proof).with_context(|| {
+                format!("cannot read the consistency proof {}", proof.display())
+            })?;
+            Some(LaterCheckpoint {
+                checkpoint,
+                proof: ConsistencyProof::from_json(&text)?,
+            })
+        }
+        _ => None,
+    };
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("cannot open {}", args.file.display()))?;
+    let report = verify_bundle(file, &trusted, later.as_ref())
+        .with_context(|| format!("bundle {} does not verify", args.file.display()))?;
+    println!(
+        "ok: {} records of {} ({}), proven against its checkpoint of tree size {} (root {})",
+        report.records(),
+        report.origin(),
+        report.scope(),
+        report.tree_size(),
+        report.root().to_base64()
+    );
+    println!(
+        "payloads: {} checked against their commitments, {} absent (erased or withheld)",
+        report.payloads(),
+        report.payloads_absent()
+    );
+    println!(
+        "refs: {} between records of the bundle, {} to {} records outside it",
+        report.internal_refs(),
+        report.external_refs(),
+        report.external_records()
+    );
+    if let Some((size, root)) = report.later() {
+        println!(
+            "consistent with the later checkpoint of tree size {size} (root {})",
+            root.to_base64()
+        );
+    }
+    match report.key() {
+        KeyTrust::Trusted(k) => println!("signed by trusted key {k}"),
+        KeyTrust::BundleOnly(k) => println!(
+            "WARNING: signed by {k}, the bundle's own key; nothing was checked against a key you trust. Pass --key with the log's verifier key obtained independently"
+        ),
+        _ => {}
+    }
     Ok(())
 }

@@ -10,5 +10,7 @@ mod common;
 mod api;
 mod crash;
 mod errors;
+mod export;
+mod graphql;
 mod independent;
 mod verify_cmd;

@@ -1,9 +1,12 @@
-//! The one table that turns library errors into HTTP answers: a status code and a JSON body
-//! `{"message", "code", "type"}`. Nothing else in the server chooses status codes for errors.
+//! The one place that turns library errors into answers: for REST a status code and a JSON
+//! body `{"message", "code", "type"}` ([`ApiError`]); for GraphQL an error whose
+//! `extensions.code` is one of [`GqlCode`] ([`Failure`]). Nothing else in the server chooses
+//! status codes or GraphQL codes for errors.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use provledger_ledger::LedgerError;
+use provledger_query::QueryError;
 use serde::Serialize;
 
 /// An error as the API reports it.
@@ -52,6 +55,19 @@ impl ApiError {
             "internal",
             "internal error; the server log has the details",
         )
+    }
+
+    /// The error as a GraphQL response (`{"errors": [{"message", "extensions": {"code"}}]}`)
+    /// with its HTTP status, for requests to `/graphql` that never reach the schema.
+    pub(crate) fn graphql_response(&self) -> HttpResponse {
+        let code = if self.status.is_server_error() {
+            GqlCode::Internal
+        } else {
+            GqlCode::BadInput
+        };
+        HttpResponse::build(self.status).json(serde_json::json!({
+            "errors": [{"message": self.message, "extensions": {"code": code.as_str()}}],
+        }))
     }
 
     fn kind(&self) -> &'static str {
@@ -121,5 +137,150 @@ impl From<LedgerError> for ApiError {
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> ApiError {
         ApiError::internal(&e)
+    }
+}
+
+/// The `extensions.code` of a GraphQL error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GqlCode {
+    /// The caller named something that does not exist.
+    NotFound,
+    /// The caller sent something malformed or out of range (including documents that do not
+    /// parse or validate).
+    BadInput,
+    /// The query exceeds the depth or complexity limit.
+    TooComplex,
+    /// The idempotency key was used for a different record.
+    Conflict,
+    /// The append queue is full; retry after `extensions.retryAfter` seconds.
+    Overloaded,
+    /// The ledger cannot take writes (poisoned, shutting down).
+    Unavailable,
+    /// A server-side failure; the server log has the details.
+    Internal,
+}
+
+impl GqlCode {
+    fn as_str(self) -> &'static str {
+        match self {
+            GqlCode::NotFound => "NOT_FOUND",
+            GqlCode::BadInput => "BAD_INPUT",
+            GqlCode::TooComplex => "TOO_COMPLEX",
+            GqlCode::Conflict => "CONFLICT",
+            GqlCode::Overloaded => "OVERLOADED",
+            GqlCode::Unavailable => "UNAVAILABLE",
+            GqlCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// A GraphQL resolver's error: a message and its code. Resolvers return it, and the library
+/// errors convert into it only through the tables below.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: GqlCode,
+    message: String,
+    retry_after: Option<u32>,
+}
+
+impl Failure {
+    pub(crate) fn new(code: GqlCode, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn bad_input(message: impl Into<String>) -> Failure {
+        Failure::new(GqlCode::BadInput, message)
+    }
+
+    /// A server-side failure: the details go to the log, the caller gets a generic message.
+    pub(crate) fn internal(detail: &dyn std::fmt::Display) -> Failure {
+        tracing::error!(error = %detail, "internal error");
+        Failure::new(
+            GqlCode::Internal,
+            "internal error; the server log has the details",
+        )
+    }
+}
+
+impl From<Failure> for async_graphql::Error {
+    fn from(f: Failure) -> async_graphql::Error {
+        let mut e = async_graphql::Error::new(f.message);
+        let ext = e.extensions.get_or_insert_with(Default::default);
+        ext.set("code", f.code.as_str());
+        if let Some(secs) = f.retry_after {
+            ext.set("retryAfter", secs);
+        }
+        e
+    }
+}
+
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Failure {
+        use LedgerError as L;
+        let msg = e.to_string();
+        match e {
+            L::InvalidRecord { .. }
+            | L::UnknownRef { .. }
+            | L::LeafTooLarge { .. }
+            | L::OutOfRange { .. }
+            | L::InvalidRange(_) => Failure::bad_input(msg),
+            L::IdempotencyConflict { .. } => Failure::new(GqlCode::Conflict, msg),
+            L::NotFound => Failure::new(GqlCode::NotFound, msg),
+            L::Pushback => Failure {
+                retry_after: Some(1),
+                ..Failure::new(GqlCode::Overloaded, msg)
+            },
+            L::Poisoned => Failure::new(GqlCode::Unavailable, msg),
+            L::ShuttingDown => Failure {
+                retry_after: Some(5),
+                ..Failure::new(GqlCode::Unavailable, msg)
+            },
+            other => Failure::internal(&other),
+        }
+    }
+}
+
+impl From<QueryError> for Failure {
+    fn from(e: QueryError) -> Failure {
+        use QueryError as Q;
+        let msg = e.to_string();
+        match e {
+            Q::NotFound { .. } => Failure::new(GqlCode::NotFound, msg),
+            Q::LimitTooLarge { .. } | Q::AsOfAhead { .. } | Q::InvalidCursor(_) => {
+                Failure::bad_input(msg)
+            }
+            Q::Ledger(inner) => Failure::from(inner),
+            other => Failure::internal(&other),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for Failure {
+    fn from(e: tokio::task::JoinError) -> Failure {
+        Failure::internal(&e)
+    }
+}
+
+/// Gives a code to the errors async-graphql raises itself, before any resolver runs: documents
+/// that do not parse or validate, arguments of the wrong type, and the depth and complexity
+/// limits. All are the caller's; resolver errors already carry a code.
+pub(crate) fn code_library_errors(errors: &mut [async_graphql::ServerError]) {
+    for e in errors {
+        let ext = e.extensions.get_or_insert_with(Default::default);
+        if ext.get("code").is_some() {
+            continue;
+        }
+        // async-graphql's wording for its two limits (validation/mod.rs).
+        let code =
+            if e.message == "Query is nested too deep." || e.message == "Query is too complex." {
+                GqlCode::TooComplex
+            } else {
+                GqlCode::BadInput
+            };
+        ext.set("code", code.as_str());
     }
 }

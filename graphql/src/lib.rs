@@ -2,11 +2,13 @@
 //!
 //! This crate owns the wire: the ingestion endpoint (`POST /v1/records`), proofs, record
 //! lookup, the C2SP tlog-tiles static read API (`/checkpoint`, `/tile/…`), health and
-//! Prometheus metrics, and the single table that maps library errors to HTTP status codes
-//! and JSON error bodies. GraphQL joins it in a later step.
+//! Prometheus metrics, the GraphQL API (`POST /graphql`: records, listings, lineage with
+//! proofs against one checkpoint, appends), and the single place that maps library errors to
+//! HTTP status codes and JSON error bodies, and to GraphQL `extensions.code`s.
 //!
 //! It must not hold business logic: validation of records, hashing, proofs and storage
-//! belong to `provledger-ledger`; signing to `provledger-signer`.
+//! belong to `provledger-ledger`; lineage traversal, filters and paging to
+//! `provledger-query`; signing to `provledger-signer`.
 //!
 //! ```no_run
 //! use actix_web::{App, HttpServer};
@@ -21,6 +23,7 @@
 //! ```
 
 mod error;
+mod schema;
 mod server;
 mod tiles;
 
@@ -30,3 +33,9 @@ pub use crate::server::{
     configure, AppState, ReceiptJson, ServerSettings, MAX_RECORDS_PER_REQUEST,
 };
 pub use crate::tiles::{encode_index, TilePath};
+
+// GraphQL: the schema, its limits, and how a request runs (codes on every error).
+pub use crate::schema::{
+    build as build_schema, execute as execute_graphql, ProvSchema, MAX_QUERY_COMPLEXITY,
+    MAX_QUERY_DEPTH, REFS_COST,
+};

@@ -12,6 +12,7 @@ use provledger_signer::Hash;
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::schema::ProvSchema;
 use crate::tiles::TilePath;
 
 /// Most records one append request may carry.
@@ -47,7 +48,9 @@ pub struct AppState {
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
         let limit = state.settings.max_body_bytes;
+        let schema = crate::schema::build(state.ledger.clone());
         cfg.app_data(web::Data::new(state))
+            .app_data(web::Data::new(schema))
             .app_data(web::PayloadConfig::new(limit))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
@@ -58,6 +61,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/v1/records/{id}", web::get().to(record))
             .route("/v1/proofs/inclusion", web::get().to(inclusion_proof))
             .route("/v1/proofs/consistency", web::get().to(consistency_proof))
+            .route("/graphql", web::post().to(graphql))
             .default_service(web::to(not_found));
     }
 }
@@ -68,6 +72,30 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
         req.method(),
         req.path()
     )))
+}
+
+/// `POST /graphql`: a GraphQL-over-HTTP request as JSON (`{"query", "operationName",
+/// "variables"}`), within the server's body limit. Answers 200 with `{"data", "errors"}`; a body
+/// that is not such a request gets 400 (413 when too large) with the same shape.
+async fn graphql(
+    state: web::Data<AppState>,
+    schema: web::Data<ProvSchema>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> HttpResponse {
+    let request = body
+        .map_err(|e| body_error(&e, state.settings.max_body_bytes))
+        .and_then(|body| {
+            serde_json::from_slice::<async_graphql::Request>(&body).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_json",
+                    format!("body is not a GraphQL request ({{\"query\", \"variables\", …}}): {e}"),
+                )
+            })
+        });
+    match request {
+        Ok(request) => HttpResponse::Ok().json(crate::schema::execute(&schema, request).await),
+        Err(e) => e.graphql_response(),
+    }
 }
 
 async fn healthz(state: web::Data<AppState>) -> HttpResponse {
@@ -364,18 +392,22 @@ async fn record(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let hash = (id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-        .then(|| Hash::from_hex(&id).ok())
-        .flatten()
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_id",
-                format!("record id {id:?} must be 64 lowercase hex digits"),
-            )
-        })?;
+    let hash = parse_id(&id).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("record id {id:?} must be 64 lowercase hex digits"),
+        )
+    })?;
     let ledger = state.ledger.clone();
     let rec = web::block(move || ledger.record(&hash, None)).await??;
     Ok(HttpResponse::Ok().json(RecordJson::from(rec)))
+}
+
+/// A record id: exactly 64 lowercase hex digits.
+pub(crate) fn parse_id(id: &str) -> Option<Hash> {
+    (id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| Hash::from_hex(id).ok())
+        .flatten()
 }
 
 /// Query parameters, each a decimal u64; unknown parameters are refused by name.

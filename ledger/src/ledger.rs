@@ -385,8 +385,9 @@ impl Ledger {
         Ok(self.inner.store.lookup_id(id)?.filter(|(i, _)| *i < size))
     }
 
-    /// Records that cite `id`, oldest first: `(index, role)` for up to `limit` citing records
-    /// with index > `after` (all when `None`) and below `before` (the current size when `None`).
+    /// Records that cite `id`, oldest first: `(index, role)` for each reference of up to
+    /// `limit` entries with citing index > `after` (all when `None`) and below `before` (the
+    /// current size when `None`). A record citing `id` twice appears twice, once per role.
     /// Reads the reverse-reference index; it never scans the log.
     pub fn cited_by(
         &self,
@@ -401,14 +402,23 @@ impl Ledger {
         if start >= end {
             return Ok(out);
         }
-        let from = crate::store::cites_key(id.as_bytes(), start);
-        let to = crate::store::cites_key(id.as_bytes(), end);
+        let from = crate::store::cites_key(id.as_bytes(), start, 0);
+        let to = crate::store::cites_key(id.as_bytes(), end, 0);
         for kv in self.inner.store.cites.range(from..to).take(limit) {
             let (k, v) = kv?;
-            let index = crate::store::be_u64(k.get(32..).unwrap_or_default())?;
+            let index = crate::store::be_u64(k.get(32..40).unwrap_or_default())?;
             out.push((index, String::from_utf8_lossy(&v).into_owned()));
         }
         Ok(out)
+    }
+
+    /// The archived signed checkpoint for exactly `tree_size`, when a batch ended at that size
+    /// (every size a receipt was ever given for).
+    pub fn checkpoint_at(&self, tree_size: u64) -> Result<Option<String>, LedgerError> {
+        if tree_size > self.head().size {
+            return Ok(None);
+        }
+        self.inner.store.checkpoint_at(tree_size)
     }
 
     /// Versions of an entity, oldest first: `(index, id)` for up to `limit` versions with

@@ -428,10 +428,10 @@ impl Writer {
                             hash.as_bytes().to_vec(),
                         );
                     }
-                    for r in &refs {
+                    for (position, r) in (0u16..).zip(&refs) {
                         batch.insert(
                             &self.store.cites,
-                            store::cites_key(&r.hash, index),
+                            store::cites_key(&r.hash, index, position),
                             r.role.as_bytes().to_vec(),
                         );
                     }

@@ -10,7 +10,7 @@
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
 //! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
-//! | `cites`    | cited leaf hash (32) ‖ citing index (u64 BE) | role                           |
+//! | `cites`    | cited leaf hash (32) ‖ citing index (u64 BE) ‖ ref position (u16 BE) | role   |
 //! | `checkpoints` | tree size (u64 BE)                 | the signed checkpoint note for that size |
 //! | `meta`     | `state`                               | MessagePack [`State`]                 |
 //!
@@ -147,6 +147,16 @@ impl Store {
         Ok(self.entries.get(index.to_be_bytes())?)
     }
 
+    /// The archived signed checkpoint for exactly `size`, if a batch ended there.
+    pub(crate) fn checkpoint_at(&self, size: u64) -> Result<Option<String>, LedgerError> {
+        let Some(v) = self.checkpoints.get(size.to_be_bytes())? else {
+            return Ok(None);
+        };
+        String::from_utf8(v.to_vec())
+            .map(Some)
+            .map_err(|_| LedgerError::Corrupt("stored checkpoint is not UTF-8".into()))
+    }
+
     /// The first checkpoint that covered `index`: its tree size and signed note.
     pub(crate) fn covering_checkpoint(
         &self,
@@ -237,10 +247,13 @@ pub(crate) fn version_key(tenant: &str, entity: &str, index: u64) -> Vec<u8> {
     k
 }
 
-pub(crate) fn cites_key(cited: &[u8; 32], citing: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(40);
+/// Key of the reverse-reference index: cited hash ‖ citing index ‖ position of the ref in the
+/// citing leaf (a record may cite the same source more than once, in different roles).
+pub(crate) fn cites_key(cited: &[u8; 32], citing: u64, position: u16) -> Vec<u8> {
+    let mut k = Vec::with_capacity(42);
     k.extend_from_slice(cited);
     k.extend_from_slice(&citing.to_be_bytes());
+    k.extend_from_slice(&position.to_be_bytes());
     k
 }
 

@@ -233,9 +233,9 @@ fn verify_inner(
         if let Some(e) = tile_error.take() {
             return Err(e);
         }
-        for r in &leaf.refs {
+        for (position, r) in (0u16..).zip(&leaf.refs) {
             cites += 1;
-            let key = store::cites_key(&r.hash, index);
+            let key = store::cites_key(&r.hash, index, position);
             if store.cites.get(key).map_err(LedgerError::from)?.as_deref()
                 != Some(r.role.as_bytes())
             {

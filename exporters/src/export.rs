@@ -1,0 +1,471 @@
+//! Writing a bundle: resolve the scope against one signed head, stream the records with their
+//! inclusion proofs as they are read, then write the manifest and sign it. Memory holds the
+//! 32-byte leaf hash and 8-byte index of each record written, nothing else that grows.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use provledger_ledger::{commitment, Head, Leaf, Ledger, StoredRecord, DEFAULT_TENANT};
+use provledger_signer::{Hash, SigningKey};
+use sha2::{Digest, Sha256};
+
+use crate::error::ExportError;
+use crate::format::{
+    B64Hash, Base64, HexHash, HexList, ManifestOut, RecordOut, ScopeDoc, BUNDLE_FORMAT,
+    BUNDLE_VERSION, MANIFEST_FORMAT,
+};
+
+/// Most records a lineage export collects before it refuses (the traversal keeps their indexes).
+pub const MAX_LINEAGE_RECORDS: usize = 1_000_000;
+
+/// Versions of an entity read per page.
+const PAGE: usize = 1024;
+
+/// What to export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope {
+    /// Every version of an entity, oldest first.
+    Entity {
+        /// The entity's tenant.
+        tenant: String,
+        /// The entity name.
+        entity: String,
+    },
+    /// Records in an index range and/or a time range, optionally of one kind and tenant.
+    Range(RangeScope),
+    /// Chosen records, with their upstream lineage to `depth` hops (0: the records alone).
+    Records {
+        /// When set, every chosen record must belong to this tenant.
+        tenant: Option<String>,
+        /// Record ids.
+        ids: Vec<Hash>,
+        /// How many hops of `refs` to follow upstream.
+        depth: u32,
+    },
+}
+
+impl Scope {
+    /// Every version of `entity` in `tenant` (the default tenant when `None`).
+    pub fn entity(tenant: Option<&str>, entity: &str) -> Scope {
+        Scope::Entity {
+            tenant: tenant.unwrap_or(DEFAULT_TENANT).to_owned(),
+            entity: entity.to_owned(),
+        }
+    }
+}
+
+/// A half-open index range `[from_index, to_index)` and/or time range `[from_time, to_time)`
+/// (milliseconds since the Unix epoch, the leaves' integration time), with optional filters.
+/// Unset bounds are open; an index range beyond the log is cut at the log's size.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeScope {
+    /// First index.
+    pub from_index: Option<u64>,
+    /// Index after the last.
+    pub to_index: Option<u64>,
+    /// Earliest integration time, inclusive.
+    pub from_time: Option<u64>,
+    /// Latest integration time, exclusive.
+    pub to_time: Option<u64>,
+    /// Only records of this kind.
+    pub kind: Option<String>,
+    /// Only records of this tenant.
+    pub tenant: Option<String>,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportSummary {
+    /// Records written.
+    pub records: u64,
+    /// Tree size of the checkpoint every proof is against.
+    pub tree_size: u64,
+    /// The scope, in words.
+    pub scope: String,
+}
+
+/// Writes a bundle of `scope` to `out`. Every proof is against the ledger's head when the
+/// export starts; `key` must be the log's signing key (it signs the manifest). `progress` is
+/// called with (records or entries done, total when known).
+pub fn export<W: Write>(
+    ledger: &Ledger,
+    key: &SigningKey,
+    scope: &Scope,
+    out: W,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<ExportSummary, ExportError> {
+    if key.verifier() != *ledger.verifier() {
+        return Err(ExportError::ForeignKey {
+            key: key.verifier().to_string(),
+            log: ledger.verifier().to_string(),
+        });
+    }
+    let head = ledger.head();
+    let (doc, plan) = resolve(ledger, &head, scope)?;
+    let mut writer = BundleWriter::start(out, &doc, &head, key)?;
+    match plan {
+        Plan::Entity { tenant, entity } => {
+            let mut after = None;
+            loop {
+                let page = ledger.entity_versions(&tenant, &entity, after, PAGE)?;
+                let Some(&(last, _)) = page.last() else { break };
+                for (index, _) in page.into_iter().filter(|(i, _)| *i < head.size) {
+                    writer.record(ledger, index)?;
+                    progress(writer.count(), None);
+                }
+                after = Some(last);
+            }
+        }
+        Plan::Scan {
+            from,
+            to,
+            kind,
+            tenant,
+        } => {
+            for index in from..to {
+                let leaf = decode(ledger, index)?;
+                let wanted = kind.as_ref().is_none_or(|k| *k == leaf.kind)
+                    && tenant.as_ref().is_none_or(|t| *t == leaf.tenant);
+                if wanted {
+                    writer.record(ledger, index)?;
+                }
+                progress(index - from + 1, Some(to - from));
+            }
+        }
+        Plan::Indexes(indexes) => {
+            let total = indexes.len() as u64;
+            for index in indexes {
+                writer.record(ledger, index)?;
+                progress(writer.count(), Some(total));
+            }
+        }
+    }
+    let records = writer.count();
+    writer.finish(key)?;
+    Ok(ExportSummary {
+        records,
+        tree_size: head.size,
+        scope: doc.to_string(),
+    })
+}
+
+/// Writes the bundle to `path` through a temporary file in the same directory, renamed into
+/// place only once complete and on disk: a failed export leaves no partial bundle behind.
+pub fn export_to_file(
+    ledger: &Ledger,
+    key: &SigningKey,
+    scope: &Scope,
+    path: &Path,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<ExportSummary, ExportError> {
+    let name = path.file_name().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a file name", path.display()),
+        )
+    })?;
+    let tmp = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    let result = (|| {
+        let file = File::create(&tmp)?;
+        let summary = export(ledger, key, scope, &file, progress)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(summary)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// How the records of a scope are found.
+enum Plan {
+    Entity {
+        tenant: String,
+        entity: String,
+    },
+    Scan {
+        from: u64,
+        to: u64,
+        kind: Option<String>,
+        tenant: Option<String>,
+    },
+    Indexes(BTreeSet<u64>),
+}
+
+fn resolve(ledger: &Ledger, head: &Head, scope: &Scope) -> Result<(ScopeDoc, Plan), ExportError> {
+    match scope {
+        Scope::Entity { tenant, entity } => {
+            let first = ledger.entity_versions(tenant, entity, None, 1)?;
+            if first.first().is_none_or(|(i, _)| *i >= head.size) {
+                return Err(ExportError::UnknownEntity {
+                    tenant: tenant.clone(),
+                    entity: entity.clone(),
+                });
+            }
+            let doc = ScopeDoc::Entity {
+                tenant: tenant.clone(),
+                entity: entity.clone(),
+            };
+            let plan = Plan::Entity {
+                tenant: tenant.clone(),
+                entity: entity.clone(),
+            };
+            Ok((doc, plan))
+        }
+        Scope::Range(r) => {
+            let mut from = r.from_index.unwrap_or(0).min(head.size);
+            let mut to = r.to_index.unwrap_or(head.size).min(head.size);
+            if let (Some(a), Some(b)) = (r.from_index, r.to_index) {
+                if a > b {
+                    return Err(ExportError::InvalidScope(format!(
+                        "from index {a} is after to index {b}"
+                    )));
+                }
+            }
+            if let (Some(a), Some(b)) = (r.from_time, r.to_time) {
+                if a > b {
+                    return Err(ExportError::InvalidScope(format!(
+                        "from time {a} is after to time {b}"
+                    )));
+                }
+            }
+            // Integration time never decreases with the index, so time bounds are index bounds.
+            if let Some(t) = r.from_time {
+                from = first_at_or_after(ledger, from, to, t)?;
+            }
+            if let Some(t) = r.to_time {
+                to = first_at_or_after(ledger, from, to, t)?;
+            }
+            let doc = ScopeDoc::Range {
+                tenant: r.tenant.clone(),
+                kind: r.kind.clone(),
+                from_index: r.from_index,
+                to_index: r.to_index,
+                from_time: r.from_time,
+                to_time: r.to_time,
+                scanned_from_index: from,
+                scanned_to_index: to,
+            };
+            let plan = Plan::Scan {
+                from,
+                to,
+                kind: r.kind.clone(),
+                tenant: r.tenant.clone(),
+            };
+            Ok((doc, plan))
+        }
+        Scope::Records { tenant, ids, depth } => {
+            if ids.is_empty() {
+                return Err(ExportError::InvalidScope("no record ids given".into()));
+            }
+            let indexes = upstream(ledger, head, tenant.as_deref(), ids, *depth)?;
+            let doc = ScopeDoc::Records {
+                tenant: tenant.clone(),
+                ids: ids.iter().map(|h| HexHash(*h)).collect(),
+                depth: *depth,
+            };
+            Ok((doc, Plan::Indexes(indexes)))
+        }
+    }
+}
+
+/// The first index in `[lo, hi)` whose leaf time is at least `time` (`hi` when none is).
+fn first_at_or_after(
+    ledger: &Ledger,
+    mut lo: u64,
+    mut hi: u64,
+    time: u64,
+) -> Result<u64, ExportError> {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if decode(ledger, mid)?.time < time {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// The chosen records and everything they cite up to `depth` hops, as indexes.
+// A stand-in until the query crate's lineage traversal can be used here.
+fn upstream(
+    ledger: &Ledger,
+    head: &Head,
+    tenant: Option<&str>,
+    ids: &[Hash],
+    depth: u32,
+) -> Result<BTreeSet<u64>, ExportError> {
+    let mut found = BTreeSet::new();
+    let mut queue = VecDeque::new();
+    for id in ids {
+        let (index, owner) = ledger
+            .locate(id)?
+            .filter(|(i, _)| *i < head.size)
+            .ok_or(ExportError::UnknownRecord(*id))?;
+        if let Some(wanted) = tenant.filter(|t| *t != owner) {
+            return Err(ExportError::OtherTenant {
+                id: *id,
+                actual: owner,
+                wanted: wanted.to_owned(),
+            });
+        }
+        if found.insert(index) {
+            queue.push_back((index, 0u32));
+        }
+    }
+    while let Some((index, hops)) = queue.pop_front() {
+        if hops >= depth {
+            continue;
+        }
+        for r in decode(ledger, index)?.refs {
+            let cited = Hash(r.hash);
+            let (at, _) = ledger
+                .locate(&cited)?
+                .filter(|(i, _)| *i < index)
+                .ok_or_else(|| ExportError::Corrupt {
+                    index,
+                    reason: format!("it cites {cited}, which is not an earlier record of the log"),
+                })?;
+            if found.insert(at) {
+                if found.len() > MAX_LINEAGE_RECORDS {
+                    return Err(ExportError::LineageTooLarge {
+                        limit: MAX_LINEAGE_RECORDS,
+                    });
+                }
+                queue.push_back((at, hops + 1));
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn decode(ledger: &Ledger, index: u64) -> Result<Leaf, ExportError> {
+    Leaf::decode(&ledger.leaf(index)?).map_err(ExportError::from)
+}
+
+/// Streams a bundle: the header on start, one line per record, the manifest on finish.
+struct BundleWriter<'a, W: Write> {
+    out: BufWriter<W>,
+    scope: &'a ScopeDoc,
+    head: &'a Head,
+    indexes: Vec<u64>,
+    leaf_hashes: Vec<Hash>,
+}
+
+impl<'a, W: Write> BundleWriter<'a, W> {
+    fn start(
+        out: W,
+        scope: &'a ScopeDoc,
+        head: &'a Head,
+        key: &SigningKey,
+    ) -> Result<Self, ExportError> {
+        let mut out = BufWriter::with_capacity(256 * 1024, out);
+        write!(out, "{{\"format\":")?;
+        serde_json::to_writer(&mut out, BUNDLE_FORMAT).map_err(std::io::Error::from)?;
+        write!(out, ",\"version\":{BUNDLE_VERSION},\n\"scope\":")?;
+        serde_json::to_writer(&mut out, scope).map_err(std::io::Error::from)?;
+        write!(out, ",\n\"checkpoint\":")?;
+        serde_json::to_writer(&mut out, &head.checkpoint).map_err(std::io::Error::from)?;
+        write!(out, ",\n\"keys\":")?;
+        serde_json::to_writer(&mut out, &[key.verifier().to_string()])
+            .map_err(std::io::Error::from)?;
+        write!(out, ",\n\"records\":[")?;
+        Ok(BundleWriter {
+            out,
+            scope,
+            head,
+            indexes: Vec::new(),
+            leaf_hashes: Vec::new(),
+        })
+    }
+
+    fn count(&self) -> u64 {
+        self.indexes.len() as u64
+    }
+
+    fn record(&mut self, ledger: &Ledger, index: u64) -> Result<(), ExportError> {
+        let rec = ledger.record_at(index)?;
+        check_commitment(&rec)?;
+        let proof = ledger.inclusion_proof(index, Some(self.head.size))?;
+        if proof.leaf_hash != rec.id {
+            return Err(ExportError::Corrupt {
+                index,
+                reason: "its tree hash is not the hash of its entry".into(),
+            });
+        }
+        let entry = RecordOut {
+            index,
+            leaf: Base64(&rec.leaf_bytes),
+            inclusion_proof: proof.hashes.iter().map(|h| B64Hash(*h)).collect(),
+            payload: rec.payload.as_ref(),
+            salt: rec.salt.as_ref().map(|s| Base64(s)),
+        };
+        let sep = if self.indexes.is_empty() { "\n" } else { ",\n" };
+        self.out.write_all(sep.as_bytes())?;
+        serde_json::to_writer(&mut self.out, &entry).map_err(std::io::Error::from)?;
+        self.indexes.push(index);
+        self.leaf_hashes.push(rec.id);
+        Ok(())
+    }
+
+    fn finish(mut self, key: &SigningKey) -> Result<(), ExportError> {
+        let manifest = ManifestOut {
+            format: MANIFEST_FORMAT,
+            version: BUNDLE_VERSION,
+            scope: self.scope,
+            checkpoint_sha256: HexHash(Hash(
+                Sha256::digest(self.head.checkpoint.as_bytes()).into(),
+            )),
+            tree_size: self.head.size,
+            root: B64Hash(self.head.root),
+            indexes: &self.indexes,
+            leaf_hashes: HexList(&self.leaf_hashes),
+        };
+        let canonical =
+            serde_json_canonicalizer::to_vec(&manifest).map_err(std::io::Error::from)?;
+        let signature = key.sign_raw(&canonical);
+        write!(self.out, "\n],\n\"manifest\":")?;
+        self.out.write_all(&canonical)?;
+        write!(self.out, ",\n\"manifest_signature\":")?;
+        serde_json::to_writer(&mut self.out, &Base64(&signature)).map_err(std::io::Error::from)?;
+        writeln!(self.out, "}}")?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// Refuses to export a payload that the leaf does not commit to (a damaged store, or a payload
+/// whose JSON does not survive a round trip), so a bundle never fails for the exporter's fault.
+fn check_commitment(rec: &StoredRecord) -> Result<(), ExportError> {
+    let corrupt = |reason: &str| ExportError::Corrupt {
+        index: rec.index,
+        reason: reason.to_owned(),
+    };
+    match (&rec.payload, &rec.salt, &rec.leaf.commitment) {
+        (None, None, _) => Ok(()),
+        (Some(payload), Some(salt), Some(committed)) => {
+            let canonical = serde_json_canonicalizer::to_vec(payload)
+                .map_err(|e| corrupt(&format!("its payload cannot be canonicalized: {e}")))?;
+            if commitment(salt, &canonical) == *committed {
+                Ok(())
+            } else {
+                Err(corrupt(
+                    "its stored payload does not match the commitment in its leaf",
+                ))
+            }
+        }
+        (Some(_), Some(_), None) => Err(corrupt(
+            "it has a stored payload but its leaf commits to none",
+        )),
+        _ => Err(corrupt("its payload is stored without its salt")),
+    }
+}
