@@ -597,9 +597,10 @@ struct Checkpoint {
     tree_size: u64,
     /// RFC 6962 root hash, base64.
     root_hash: String,
-    /// The C2SP signed checkpoint note. Null for a past tree size (`asOf`), whose root is
-    /// recomputed from the stored tree: check it against a checkpoint you hold, or with a
-    /// consistency proof to the current one.
+    /// The C2SP signed checkpoint note. For a past tree size (`asOf`) it is the note the log
+    /// signed at exactly that size when a batch ended there (every size a receipt was given
+    /// for); otherwise null, and the root is recomputed from the stored tree: check it against a
+    /// checkpoint you hold, or with a consistency proof to the current one.
     note: Option<String>,
 }
 
@@ -615,7 +616,7 @@ impl Checkpoint {
             Some(n) if n != head.size => Ok(Checkpoint {
                 tree_size: n,
                 root_hash: ledger.root_at(n)?.to_base64(),
-                note: None,
+                note: ledger.checkpoint_at(n)?,
             }),
             _ => Ok(Checkpoint {
                 tree_size: head.size,
@@ -874,6 +875,22 @@ mod tests {
         ] {
             assert!(sdl.contains(contract), "schema lacks {contract:?}:\n{sdl}");
         }
+    }
+
+    /// `docs/schema.graphql` is the schema as served; regenerate it with
+    /// `PROVLEDGER_WRITE_SCHEMA=1 cargo test -p provledger-graphql docs_schema`.
+    #[test]
+    fn docs_schema_is_the_served_schema() {
+        let sdl = build_sdl();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/schema.graphql");
+        if std::env::var_os("PROVLEDGER_WRITE_SCHEMA").is_some() {
+            std::fs::write(path, &sdl).expect("write docs/schema.graphql");
+        }
+        let documented = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            documented == sdl,
+            "docs/schema.graphql is stale; run PROVLEDGER_WRITE_SCHEMA=1 cargo test -p provledger-graphql docs_schema"
+        );
     }
 
     fn build_sdl() -> String {
