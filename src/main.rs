@@ -199,8 +199,11 @@ fn serve(args: ServeArgs) -> Result<()> {
         tree_size = head.size,
         "provledger ready"
     );
+    let http = provledger_graphql::HttpMetrics::register(&registry)
+        .context("cannot register HTTP metrics")?;
     let state = AppState {
         ledger,
+        http,
         registry,
         settings: Arc::new(ServerSettings {
             max_body_bytes: settings.max_body_bytes,
@@ -210,7 +213,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     let listen = settings.listen;
     actix_web::rt::System::new().block_on(async move {
         actix_web::HttpServer::new(move || {
-            actix_web::App::new().configure(configure(state.clone()))
+            actix_web::App::new()
+                .wrap(actix_web::middleware::from_fn(provledger_graphql::observe))
+                .configure(configure(state.clone()))
         })
         .workers(workers)
         .bind(listen)

@@ -11,24 +11,28 @@
 //! `provledger-query`; signing to `provledger-signer`.
 //!
 //! ```no_run
-//! use actix_web::{App, HttpServer};
-//! use provledger_graphql::{configure, AppState, ServerSettings};
-//! # async fn run(ledger: provledger_ledger::Ledger) -> std::io::Result<()> {
-//! let state = AppState { ledger, registry: prometheus::Registry::new(), settings: ServerSettings::default().into() };
-//! HttpServer::new(move || App::new().configure(configure(state.clone())))
+//! use actix_web::{middleware::from_fn, App, HttpServer};
+//! use provledger_graphql::{configure, observe, AppState, HttpMetrics, ServerSettings};
+//! # async fn run(ledger: provledger_ledger::Ledger) -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = prometheus::Registry::new();
+//! let http = HttpMetrics::register(&registry)?;
+//! let state = AppState { ledger, http, registry, settings: ServerSettings::default().into() };
+//! HttpServer::new(move || App::new().wrap(from_fn(observe)).configure(configure(state.clone())))
 //!     .bind(("127.0.0.1", 8080))?
 //!     .run()
-//!     .await
-//! # }
+//!     .await?;
+//! # Ok(()) }
 //! ```
 
 mod error;
+mod observe;
 mod schema;
 mod server;
 mod tiles;
 
 // The public surface: the app factory, its state, and the error type handlers return.
 pub use crate::error::ApiError;
+pub use crate::observe::{observe, HttpMetrics};
 pub use crate::server::{
     configure, AppState, ReceiptJson, ServerSettings, MAX_RECORDS_PER_REQUEST,
 };

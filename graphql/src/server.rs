@@ -40,6 +40,8 @@ pub struct AppState {
     pub ledger: Ledger,
     /// Metrics registry served at `/metrics`.
     pub registry: prometheus::Registry,
+    /// Per-request HTTP metrics (registered in `registry`).
+    pub http: crate::HttpMetrics,
     /// Settings.
     pub settings: Arc<ServerSettings>,
 }

@@ -496,6 +496,27 @@ fn metrics_and_health() {
         text.contains("provledger_append_seconds_bucket"),
         "append latency histogram"
     );
+    // Per-route HTTP metrics, labelled by route pattern (not raw path) and status.
+    assert_eq!(
+        metric(
+            &text,
+            r#"provledger_http_requests_total{method="POST",route="/v1/records",status="200"}"#
+        ),
+        2.0
+    );
+    let healthz = r#"provledger_http_requests_total{method="GET",route="/healthz",status="200"}"#;
+    let before = metric(&text, healthz);
+    assert_eq!(server.get("/healthz").status, 200);
+    let _ = server.get("/v1/records/not-an-id");
+    let text = server.get("/metrics").text();
+    assert_eq!(metric(&text, healthz), before + 1.0, "one more /healthz");
+    assert_eq!(
+        metric(
+            &text,
+            r#"provledger_http_requests_total{method="GET",route="/v1/records/{id}",status="400"}"#
+        ),
+        1.0
+    );
     let health = server.get("/healthz").ok_json();
     assert_eq!(health["tree_size"], 8);
 }
