@@ -33,6 +33,7 @@ mod ledger;
 mod metrics;
 mod pipeline;
 mod record;
+mod redact;
 mod store;
 mod tiles;
 mod tree;
@@ -46,5 +47,9 @@ pub use crate::pipeline::Head;
 pub use crate::record::{
     commitment, Actor, Leaf, LeafRef, PreparedRecord, RecordInput, RefInput, SealedPayload,
     DEFAULT_CLASSIFICATION, DEFAULT_TENANT, LEAF_FORMAT_VERSION, MAX_LEAF_BYTES,
+};
+pub use crate::redact::{
+    is_high_entropy_secret, mask_text, scan, DetectorAction, FieldAction, Finding, PiiKind,
+    RedactionPolicy, Rule, BUILTIN_POLICY_VERSION, SECRET_MIN_LEN,
 };
 pub use crate::verify::{verify_data_dir, VerifyError, VerifyReport};

@@ -8,6 +8,7 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::redact::{first_finding, RedactionPolicy};
 use crate::LedgerError;
 
 /// Version of the leaf encoding written in every leaf's `v` field.
@@ -299,8 +300,13 @@ pub struct PreparedRecord {
 
 impl PreparedRecord {
     /// Validates a submitted record. `field` is its position in the request, for messages.
-    pub fn prepare(input: RecordInput, field: &str) -> Result<PreparedRecord, LedgerError> {
+    pub fn prepare(mut input: RecordInput, field: &str) -> Result<PreparedRecord, LedgerError> {
         let at = |name: &str| format!("{field}.{name}");
+        // Stage `scrub`: raw PII must reach neither the commitment, the store, the journal nor
+        // the idempotency fingerprint. Scrubbing is deterministic, so retries still match.
+        if let Some(p) = input.payload.as_mut() {
+            RedactionPolicy::builtin().apply(p);
+        }
         let fingerprint = match input.idempotency_key {
             None => [0u8; 32],
             Some(_) => {
@@ -324,6 +330,11 @@ impl PreparedRecord {
         }
         check_text(&input.actor.kind, &at("actor.type"), 64)?;
         check_text(&input.actor.id, &at("actor.id"), 256)?;
+        if let Some(entity) = &input.entity {
+            check_no_pii(entity, &at("entity"))?;
+        }
+        check_no_pii(&input.actor.kind, &at("actor.type"))?;
+        check_no_pii(&input.actor.id, &at("actor.id"))?;
         if input.refs.len() > MAX_REFS {
             return Err(LedgerError::invalid(
                 at("refs"),
@@ -337,6 +348,8 @@ impl PreparedRecord {
         for (i, r) in input.refs.into_iter().enumerate() {
             check_token(&r.role, &at(&format!("refs[{i}].role")), 64)?;
             check_text(&r.target, &at(&format!("refs[{i}].ref")), 512)?;
+            check_no_pii(&r.role, &at(&format!("refs[{i}].role")))?;
+            check_no_pii(&r.target, &at(&format!("refs[{i}].ref")))?;
             let target = RefTarget::parse(&r.target);
             refs.push((r.role, target));
         }
@@ -348,6 +361,9 @@ impl PreparedRecord {
                 at("attributes"),
                 format!("encode to {attributes_size} bytes, at most {MAX_ATTRIBUTES_BYTES} are allowed; put large content in the payload"),
             ));
+        }
+        for (k, v) in &input.attributes {
+            check_attribute_pii(k, v, &at("attributes"))?;
         }
         let classification = input
             .classification
@@ -390,6 +406,51 @@ impl PreparedRecord {
     /// Tenant the record will be stored under.
     pub fn tenant(&self) -> &str {
         &self.tenant
+    }
+}
+
+/// Leaves are permanent, so a leaf text field holding PII is refused (stage `validate`).
+/// The message names the field and the kind found, never the value.
+fn check_no_pii(s: &str, field: &str) -> Result<(), LedgerError> {
+    match first_finding(s) {
+        None => Ok(()),
+        Some(kind) => Err(LedgerError::invalid(
+            field,
+            format!(
+                "holds {}; leaves are permanent, so PII is refused here: move it into the payload, where it is scrubbed",
+                kind.description()
+            ),
+        )),
+    }
+}
+
+/// Scans an attribute key and its value at any depth. A key that holds PII is reported at its
+/// parent's path, so the message does not echo it.
+fn check_attribute_pii(key: &str, v: &serde_json::Value, parent: &str) -> Result<(), LedgerError> {
+    if let Some(kind) = first_finding(key) {
+        return Err(LedgerError::invalid(
+            parent,
+            format!(
+                "has a key that holds {}; leaves are permanent, so PII is refused here: move it into the payload, where it is scrubbed",
+                kind.description()
+            ),
+        ));
+    }
+    let path = format!("{parent}.{key}");
+    check_json_pii(v, &path)
+}
+
+fn check_json_pii(v: &serde_json::Value, path: &str) -> Result<(), LedgerError> {
+    match v {
+        serde_json::Value::String(s) => check_no_pii(s, path),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, x)| check_json_pii(x, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, x)| check_attribute_pii(k, x, path)),
+        _ => Ok(()),
     }
 }
 

@@ -641,3 +641,122 @@ fn proofs_out_of_range_are_refused() {
     assert!(ledger.consistency_proof(0, 10).unwrap().is_empty());
     assert!(ledger.consistency_proof(10, 10).unwrap().is_empty());
 }
+
+/// Issue 5, ingress scrubbing: raw PII in a payload is masked before it is committed, and
+/// reaches no file under the data dir (store and journal included).
+#[test]
+fn payload_pii_is_masked_before_commit_and_reaches_no_file() {
+    let fx = Fixture::new();
+    let email = "jane.doe@example.com";
+    let card = "4111 1111 1111 1111";
+    let key = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    let id = {
+        let ledger = fx.open();
+        let r = ledger
+            .append_blocking(vec![rec(json!({
+                "kind": "input",
+                "entity": "ticket:9",
+                "actor": {"type": "agent", "id": "a1"},
+                "payload": {"text": format!("mail {email}, card {card}"), "cfg": {"key": key}},
+            }))])
+            .unwrap();
+        let stored = ledger.record(&r[0].id, None).unwrap();
+        assert_eq!(
+            stored.payload.unwrap(),
+            json!({"text": "mail [REDACTED:email], card [REDACTED:card]", "cfg": {"key": "[REDACTED:secret]"}})
+        );
+        r[0].id
+    };
+    let ledger = fx.open();
+    assert!(ledger.record(&id, None).is_ok());
+    drop(ledger);
+    let mut stack = vec![fx.dir.path().to_path_buf()];
+    let mut files = 0;
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            files += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            for raw in [email, card, "4111111111111111", key] {
+                assert!(
+                    !bytes.windows(raw.len()).any(|w| w == raw.as_bytes()),
+                    "{raw:?} found in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(files > 0);
+}
+
+/// Issue 5: leaves are permanent, so PII in a leaf field is refused with the field named,
+/// without echoing the value, and the log is untouched.
+#[test]
+fn pii_in_leaf_fields_is_refused_with_the_field_named() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    ledger.append_blocking(vec![input(0)]).unwrap();
+    let before = ledger.head().size;
+    let actor = json!({"type": "agent", "id": "a1"});
+    let cases = [
+        (
+            json!({"kind": "x", "actor": actor, "attributes": {"email": "bob@example.com"}}),
+            "record.attributes.email",
+            "an e-mail address",
+        ),
+        (
+            json!({"kind": "x", "entity": "customer:bob@example.com", "actor": actor}),
+            "record.entity",
+            "an e-mail address",
+        ),
+        (
+            json!({"kind": "x", "actor": {"type": "human", "id": "+49 151 12345678"}}),
+            "record.actor.id",
+            "a phone number",
+        ),
+        (
+            json!({"kind": "x", "actor": actor, "attributes": {"a": {"b": ["ok", "10.1.2.3"]}}}),
+            "record.attributes.a.b[1]",
+            "an IP address",
+        ),
+        (
+            json!({"kind": "x", "actor": actor, "attributes": {"bob@example.com": 1}}),
+            "record.attributes",
+            "a key that holds an e-mail address",
+        ),
+        (
+            json!({"kind": "x", "actor": actor, "refs": [{"role": "input", "ref": "AKIAIOSFODNN7EXAMPLE"}]}),
+            "record.refs[0].ref",
+            "an API key or secret",
+        ),
+    ];
+    for (v, field, kind) in cases {
+        let input: RecordInput = serde_json::from_value(v).unwrap();
+        let err = PreparedRecord::prepare(input, "record").unwrap_err();
+        let LedgerError::InvalidRecord { field: f, reason } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(f, field);
+        assert!(reason.contains(kind), "{reason}");
+        assert!(reason.contains("leaves are permanent"), "{reason}");
+        assert!(
+            !err.to_string().contains("bob@example.com")
+                && !err.to_string().contains("12345678")
+                && !err.to_string().contains("10.1.2.3")
+                && !err.to_string().contains("AKIA"),
+            "{err}"
+        );
+    }
+    // Record ids in refs do not trip the secret detector.
+    let id = all_leaf_hashes(&ledger)[0].to_hex();
+    ledger
+        .append_blocking(vec![rec(
+            json!({"kind": "x", "actor": actor, "refs": [{"role": "input", "ref": id}]}),
+        )])
+        .unwrap();
+    assert_eq!(ledger.head().size, before + 1);
+}

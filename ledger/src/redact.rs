@@ -1,0 +1,897 @@
+//! Ingress PII scrubbing: built-in detectors and the redaction policy applied to every payload
+//! before it is canonicalized, committed and stored (stage `scrub`).
+//!
+//! Detectors find candidates with a regular expression and then validate them (Luhn, mod-97,
+//! octet ranges, area numbers, entropy), so near-misses such as dates, version strings, UUIDs
+//! and record ids are left alone. Every rule is documented on [`PiiKind`] and in `docs/api.md`.
+//!
+//! Not here yet (next slice of issue 5): tokenization with a keyed hash (so equal values still
+//! join), recording the policy itself as a `policy` record, and a leaf field naming the policy
+//! version that processed each record.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// Version of the built-in policy.
+pub const BUILTIN_POLICY_VERSION: &str = "builtin-v1";
+
+/// Minimum length of a token the high-entropy secret detector looks at.
+pub const SECRET_MIN_LEN: usize = 32;
+/// Minimum Shannon entropy, in bits per character, of a mixed-alphabet secret token.
+const SECRET_MIN_ENTROPY: f64 = 3.5;
+/// Minimum Shannon entropy of a hex-only secret token (hex has at most 4 bits per character).
+const HEX_SECRET_MIN_ENTROPY: f64 = 3.0;
+
+/// What a detector found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum PiiKind {
+    /// `local@domain.tld`, the domain with at least one dot and a 2+ letter top-level label.
+    Email,
+    /// `+` and 8–15 digits (E.164, separators allowed), or a national format with separators
+    /// (`(555) 123-4567`, `030 1234 5678`, `0151-1234-5678`) of 8–15 digits; dates
+    /// (`2026-11-25`, `25.11.2026`) and thousands groupings (`10 000 000`) are not phones.
+    Phone,
+    /// 13–19 digits, optionally grouped by single spaces or dashes, starting with 2–6 (the
+    /// issuer ranges in use) and passing the Luhn check. Bare JSON integers of 15–19 digits are
+    /// checked the same way.
+    Card,
+    /// Two letters, two check digits and a BBAN, 15–34 characters, with or without spaces,
+    /// passing the ISO 13616 mod-97 check.
+    Iban,
+    /// US SSN `ddd-dd-dddd` (area not 000, 666 or 9xx; group not 00; serial not 0000), and the
+    /// UK National Insurance number `AB 12 34 56 C` (spaces optional; prefix letters per HMRC:
+    /// first not D F I Q U V, second not D F I O Q U V, prefixes BG GB KN NK NT TN ZZ unused;
+    /// suffix A–D).
+    NationalId,
+    /// IPv4 with every octet 0–255 and no leading zeros, or an IPv6 address that parses and
+    /// holds at least one digit.
+    IpAddress,
+    /// API keys and secrets: `sk-…`/`sk_live_…`/`sk_test_…`/`rk_live_…`, `AKIA` + 16, `ghp_`/
+    /// `gho_`/`ghu_`/`ghs_`/`ghr_`, `xoxb-`/`xoxp-`, PEM private-key blocks, and high-entropy
+    /// tokens of at least [`SECRET_MIN_LEN`] characters of the base64/hex alphabet (see
+    /// [`is_high_entropy_secret`] for the thresholds). 64-character lowercase hex (record ids,
+    /// SHA-256 digests), 40-character lowercase hex (SHA-1) and UUIDs are not secrets.
+    Secret,
+}
+
+impl PiiKind {
+    /// Every built-in detector, in the order they claim overlapping text.
+    pub const ALL: [PiiKind; 7] = [
+        PiiKind::Secret,
+        PiiKind::Email,
+        PiiKind::Iban,
+        PiiKind::Card,
+        PiiKind::NationalId,
+        PiiKind::IpAddress,
+        PiiKind::Phone,
+    ];
+
+    /// Short name used in masks: `[REDACTED:<name>]`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PiiKind::Email => "email",
+            PiiKind::Phone => "phone",
+            PiiKind::Card => "card",
+            PiiKind::Iban => "iban",
+            PiiKind::NationalId => "national-id",
+            PiiKind::IpAddress => "ip",
+            PiiKind::Secret => "secret",
+        }
+    }
+
+    /// The kind in words, for error messages: "an e-mail address".
+    pub fn description(self) -> &'static str {
+        match self {
+            PiiKind::Email => "an e-mail address",
+            PiiKind::Phone => "a phone number",
+            PiiKind::Card => "a payment card number",
+            PiiKind::Iban => "an IBAN",
+            PiiKind::NationalId => "a national identification number",
+            PiiKind::IpAddress => "an IP address",
+            PiiKind::Secret => "an API key or secret",
+        }
+    }
+
+    /// The mask that replaces a match.
+    pub fn mask(self) -> String {
+        format!("[REDACTED:{}]", self.name())
+    }
+}
+
+/// One detector hit: a byte range of the scanned text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// What was found.
+    pub kind: PiiKind,
+    /// Byte offset of the first byte.
+    pub start: usize,
+    /// Byte offset one past the last byte.
+    pub end: usize,
+}
+
+/// What a detector rule does with a match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DetectorAction {
+    /// Replace the match with `[REDACTED:<kind>]`.
+    Mask,
+    // Next slice: `Tokenize`, a keyed hash of the match so equal values still join.
+}
+
+/// What a per-field rule does with the value at its path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FieldAction {
+    /// Remove the field.
+    Drop,
+    /// Replace the whole value with `"[REDACTED:field]"`.
+    Mask,
+    // Next slice: `Tokenize` with a keyed hash.
+}
+
+/// One rule of a policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Rule {
+    /// Applies to every string in the payload that a built-in detector matches.
+    Detector {
+        /// Which detector.
+        kind: PiiKind,
+        /// What to do with its matches.
+        action: DetectorAction,
+    },
+    /// Applies to the value at a JSON path: object keys joined by dots from the payload root
+    /// (`customer.email`); arrays on the way are walked element by element, so
+    /// `items.email` reaches the `email` of every element of `items`.
+    Field {
+        /// Dotted path from the payload root.
+        path: String,
+        /// What to do with the value.
+        action: FieldAction,
+    },
+}
+
+/// A versioned set of rules applied to payloads at ingress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionPolicy {
+    /// Policy version, e.g. `builtin-v1`.
+    pub version: String,
+    /// Field rules run first, then detector rules on what remains.
+    pub rules: Vec<Rule>,
+}
+
+impl RedactionPolicy {
+    /// The built-in policy `builtin-v1`: every detector masks, no field rules.
+    pub fn builtin() -> &'static RedactionPolicy {
+        static BUILTIN: LazyLock<RedactionPolicy> = LazyLock::new(|| RedactionPolicy {
+            version: BUILTIN_POLICY_VERSION.to_owned(),
+            rules: PiiKind::ALL
+                .iter()
+                .map(|&kind| Rule::Detector {
+                    kind,
+                    action: DetectorAction::Mask,
+                })
+                .collect(),
+        });
+        &BUILTIN
+    }
+
+    /// Scrubs a payload in place: field rules, then detectors over every string value and
+    /// object key at any depth (and bare integers, for card numbers). Returns how many
+    /// replacements were made.
+    pub fn apply(&self, payload: &mut serde_json::Value) -> usize {
+        let mut count = 0;
+        for rule in &self.rules {
+            if let Rule::Field { path, action } = rule {
+                let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
+                count += apply_field(payload, &parts, *action);
+            }
+        }
+        let kinds: Vec<PiiKind> = self
+            .rules
+            .iter()
+            .filter_map(|r| match r {
+                Rule::Detector {
+                    kind,
+                    action: DetectorAction::Mask,
+                } => Some(*kind),
+                _ => None,
+            })
+            .collect();
+        if !kinds.is_empty() {
+            count += mask_value(payload, &kinds);
+        }
+        count
+    }
+}
+
+fn apply_field(v: &mut serde_json::Value, path: &[&str], action: FieldAction) -> usize {
+    match v {
+        serde_json::Value::Array(items) => {
+            items.iter_mut().map(|x| apply_field(x, path, action)).sum()
+        }
+        serde_json::Value::Object(map) => {
+            let Some((first, rest)) = path.split_first() else {
+                return 0;
+            };
+            if rest.is_empty() {
+                match action {
+                    FieldAction::Drop => usize::from(map.remove(*first).is_some()),
+                    FieldAction::Mask => match map.get_mut(*first) {
+                        Some(x) => {
+                            *x = serde_json::Value::String("[REDACTED:field]".to_owned());
+                            1
+                        }
+                        None => 0,
+                    },
+                }
+            } else {
+                map.get_mut(*first)
+                    .map_or(0, |x| apply_field(x, rest, action))
+            }
+        }
+        _ => 0,
+    }
+}
+
+fn mask_value(v: &mut serde_json::Value, kinds: &[PiiKind]) -> usize {
+    match v {
+        serde_json::Value::String(s) => {
+            let (masked, n) = mask_text(s, kinds);
+            if n > 0 {
+                *s = masked;
+            }
+            n
+        }
+        serde_json::Value::Number(n)
+            if kinds.contains(&PiiKind::Card) && n.as_u64().is_some_and(is_card_integer) =>
+        {
+            *v = serde_json::Value::String(PiiKind::Card.mask());
+            1
+        }
+        serde_json::Value::Array(items) => items.iter_mut().map(|x| mask_value(x, kinds)).sum(),
+        serde_json::Value::Object(map) => {
+            let mut count = 0;
+            let old = std::mem::take(map);
+            for (k, mut x) in old {
+                count += mask_value(&mut x, kinds);
+                let (mut key, n) = mask_text(&k, kinds);
+                count += n;
+                // Two keys masked to the same text must not overwrite each other.
+                if map.contains_key(&key) {
+                    let base = key.clone();
+                    let mut i = 2;
+                    while map.contains_key(&key) {
+                        key = format!("{base}#{i}");
+                        i += 1;
+                    }
+                }
+                map.insert(key, x);
+            }
+            count
+        }
+        _ => 0,
+    }
+}
+
+/// Replaces every match of the given detectors by its mask; returns the text and the count.
+pub fn mask_text(text: &str, kinds: &[PiiKind]) -> (String, usize) {
+    let findings = scan(text, kinds);
+    if findings.is_empty() {
+        return (text.to_owned(), 0);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for f in &findings {
+        out.push_str(text.get(at..f.start).unwrap_or_default());
+        out.push_str(&f.kind.mask());
+        at = f.end;
+    }
+    out.push_str(text.get(at..).unwrap_or_default());
+    (out, findings.len())
+}
+
+/// Runs the given detectors over a text; findings are sorted and never overlap (a detector
+/// earlier in [`PiiKind::ALL`] wins).
+pub fn scan(text: &str, kinds: &[PiiKind]) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::new();
+    for kind in PiiKind::ALL {
+        if !kinds.contains(&kind) {
+            continue;
+        }
+        for (start, end) in detect(kind, text) {
+            if out.iter().all(|f| end <= f.start || start >= f.end) {
+                out.push(Finding { kind, start, end });
+            }
+        }
+    }
+    out.sort_by_key(|f| f.start);
+    out
+}
+
+/// The first finding of any built-in detector, for refusing PII in leaf fields.
+pub(crate) fn first_finding(text: &str) -> Option<PiiKind> {
+    scan(text, &PiiKind::ALL).first().map(|f| f.kind)
+}
+
+fn re(pattern: &str) -> Regex {
+    #[allow(clippy::unwrap_used)] // constant patterns, checked by every test that scans
+    Regex::new(pattern).unwrap()
+}
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}\b",
+    )
+});
+static CARD: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d(?:[ \-]?\d){12,18}\b"));
+static IBAN: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b"));
+static SSN: LazyLock<Regex> = LazyLock::new(|| re(r"\b(\d{3})-(\d{2})-(\d{4})\b"));
+static NINO: LazyLock<Regex> =
+    LazyLock::new(|| re(r"\b([A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]) ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"));
+static IPV4: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"));
+static IPV6: LazyLock<Regex> =
+    LazyLock::new(|| re(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:\.\d{1,3}){0,3}"));
+static PHONE_INTL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}\b"));
+static PHONE_NATIONAL: LazyLock<Regex> =
+    LazyLock::new(|| re(r"(?:\(\d{2,5}\) ?|\b\d{2,5}[ .\-])\d{2,5}(?:[ .\-]\d{2,5}){0,3}\b"));
+static SECRET_PREFIXED: LazyLock<Regex> = LazyLock::new(|| {
+    re(
+        r"\b(?:sk-[A-Za-z0-9_\-]{20,}|(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[bp]-[A-Za-z0-9\-]{10,})",
+    )
+});
+static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|$)")
+});
+static TOKEN: LazyLock<Regex> = LazyLock::new(|| re(r"[A-Za-z0-9+/_\-]{32,}={0,2}"));
+static UUID: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
+});
+
+fn detect(kind: PiiKind, text: &str) -> Vec<(usize, usize)> {
+    let spans = |r: &Regex, ok: &dyn Fn(&str, usize, usize) -> bool| -> Vec<(usize, usize)> {
+        r.find_iter(text)
+            .filter(|m| ok(m.as_str(), m.start(), m.end()))
+            .map(|m| (m.start(), m.end()))
+            .collect()
+    };
+    match kind {
+        PiiKind::Email => spans(&EMAIL, &|_, _, _| true),
+        PiiKind::Card => spans(&CARD, &|s, start, _| {
+            !preceded_by(text, start, |c| c == '+') && is_card(s)
+        }),
+        PiiKind::Iban => IBAN
+            .find_iter(text)
+            .filter_map(|m| iban_prefix(m.as_str()).map(|len| (m.start(), m.start() + len)))
+            .collect(),
+        PiiKind::NationalId => {
+            let mut v: Vec<(usize, usize)> = SSN
+                .captures_iter(text)
+                .filter(|c| {
+                    let g = |i| c.get(i).map_or("", |m| m.as_str());
+                    let area = g(1);
+                    area != "000"
+                        && area != "666"
+                        && !area.starts_with('9')
+                        && g(2) != "00"
+                        && g(3) != "0000"
+                })
+                .filter_map(|c| c.get(0).map(|m| (m.start(), m.end())))
+                .collect();
+            v.extend(
+                NINO.captures_iter(text)
+                    .filter(|c| {
+                        let prefix = c.get(1).map_or("", |m| m.as_str());
+                        !["BG", "GB", "KN", "NK", "NT", "TN", "ZZ"].contains(&prefix)
+                    })
+                    .filter_map(|c| c.get(0).map(|m| (m.start(), m.end()))),
+            );
+            v
+        }
+        PiiKind::IpAddress => {
+            let mut v = spans(&IPV4, &|s, start, end| {
+                !preceded_by(text, start, |c| c == '.')
+                    && !followed_by_dot_digit(text, end)
+                    && s.split('.').all(valid_octet)
+            });
+            v.extend(spans(&IPV6, &|s, start, end| {
+                !preceded_by(text, start, |c| c.is_ascii_alphanumeric() || c == ':')
+                    && !text
+                        .get(end..)
+                        .and_then(|r| r.chars().next())
+                        .is_some_and(|c| c.is_ascii_alphanumeric())
+                    && s.bytes().any(|b| b.is_ascii_digit())
+                    && s.parse::<std::net::Ipv6Addr>().is_ok()
+            }));
+            v
+        }
+        PiiKind::Phone => {
+            let mut v = spans(&PHONE_INTL, &|s, start, _| {
+                !preceded_by(text, start, |c| c.is_ascii_alphanumeric())
+                    && (8..=15).contains(&digit_count(s))
+            });
+            v.extend(spans(&PHONE_NATIONAL, &|s, start, end| {
+                !preceded_by(text, start, |c| {
+                    c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-' | ':' | '/')
+                }) && !followed_by_dot_digit(text, end)
+                    && is_national_phone(s)
+            }));
+            v
+        }
+        PiiKind::Secret => {
+            let mut v = spans(&PRIVATE_KEY, &|_, _, _| true);
+            v.extend(spans(&SECRET_PREFIXED, &|_, _, _| true));
+            v.extend(spans(&TOKEN, &|s, start, end| {
+                !preceded_by(text, start, |c| c.is_ascii_alphanumeric())
+                    && !text
+                        .get(end..)
+                        .and_then(|r| r.chars().next())
+                        .is_some_and(|c| c.is_ascii_alphanumeric())
+                    && is_high_entropy_secret(s)
+            }));
+            v
+        }
+    }
+}
+
+fn preceded_by(text: &str, start: usize, pred: impl Fn(char) -> bool) -> bool {
+    text.get(..start)
+        .and_then(|s| s.chars().next_back())
+        .is_some_and(pred)
+}
+
+fn followed_by_dot_digit(text: &str, end: usize) -> bool {
+    let mut rest = text.get(end..).unwrap_or_default().chars();
+    matches!(rest.next(), Some('.' | '-')) && rest.next().is_some_and(|c| c.is_ascii_digit())
+}
+
+fn digit_count(s: &str) -> usize {
+    s.bytes().filter(u8::is_ascii_digit).count()
+}
+
+fn digits(s: &str) -> Vec<u8> {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| b - b'0')
+        .collect()
+}
+
+/// Luhn check over decimal digits.
+fn luhn(ds: &[u8]) -> bool {
+    let sum: u32 = ds
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let d = u32::from(d);
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+fn is_card(s: &str) -> bool {
+    // Separators, if any, must be all spaces or all dashes.
+    if s.contains(' ') && s.contains('-') {
+        return false;
+    }
+    let ds = digits(s);
+    (13..=19).contains(&ds.len()) && ds.first().is_some_and(|d| (2..=6).contains(d)) && luhn(&ds)
+}
+
+fn is_card_integer(n: u64) -> bool {
+    let s = n.to_string();
+    s.len() >= 15 && is_card(&s)
+}
+
+/// Length in bytes of the longest prefix of `s` (ending at a space or at the end) that is a
+/// valid IBAN, if any.
+fn iban_prefix(s: &str) -> Option<usize> {
+    let mut compact = String::new();
+    let mut best = None;
+    for (i, c) in s.char_indices() {
+        if c == ' ' {
+            continue;
+        }
+        compact.push(c.to_ascii_uppercase());
+        let end = i + c.len_utf8();
+        let at_boundary = s
+            .get(end..)
+            .is_none_or(|r| r.is_empty() || r.starts_with(' '));
+        if at_boundary && (15..=34).contains(&compact.len()) && iban_valid(&compact) {
+            best = Some(end);
+        }
+    }
+    best
+}
+
+/// ISO 13616: move the first four characters to the end, letters to 10..35, mod 97 == 1.
+fn iban_valid(iban: &str) -> bool {
+    let (head, tail) = iban.split_at(4.min(iban.len()));
+    let mut rem: u32 = 0;
+    for c in tail.chars().chain(head.chars()) {
+        let v = match c.to_digit(36) {
+            Some(v) => v,
+            None => return false,
+        };
+        rem = if v < 10 {
+            (rem * 10 + v) % 97
+        } else {
+            (rem * 100 + v) % 97
+        };
+    }
+    rem == 1
+}
+
+fn valid_octet(s: &str) -> bool {
+    (s == "0" || !s.starts_with('0')) && s.parse::<u16>().is_ok_and(|n| n <= 255)
+}
+
+fn is_national_phone(s: &str) -> bool {
+    let n = digit_count(s);
+    if !(8..=15).contains(&n) {
+        return false;
+    }
+    let groups: Vec<&str> = s
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let seps: Vec<char> = s.chars().filter(|c| matches!(c, ' ' | '.' | '-')).collect();
+    let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    // Dates: 2026-11-25, 25.11.2026, 2026 11 25, also followed by a time.
+    if lens.starts_with(&[4, 2, 2]) || lens.starts_with(&[2, 2, 4]) {
+        return false;
+    }
+    // SSN-shaped (ddd-dd-dddd): a valid one is a national id, an invalid one is not PII.
+    if lens == [3, 2, 4] && !s.contains(' ') {
+        return false;
+    }
+    // Thousands groupings: 10 000 000, 1.234.567.
+    let parens = s.contains('(');
+    if !parens
+        && groups
+            .first()
+            .is_some_and(|g| !g.starts_with('0') && g.len() <= 3)
+        && groups.iter().skip(1).all(|g| g.len() == 3)
+    {
+        return false;
+    }
+    // Dotted numbers with a single separator are decimals or versions, not phones.
+    if seps.iter().all(|&c| c == '.') && groups.len() < 3 {
+        return false;
+    }
+    true
+}
+
+/// The high-entropy token rule. A token of at least [`SECRET_MIN_LEN`] characters from
+/// `[A-Za-z0-9+/_-]` (with up to two `=` of padding) is a secret when either
+/// - it is hex only, holds both digits and letters, has Shannon entropy ≥ 3.0 bits per
+///   character, and is not 40 or 64 lowercase hex digits (SHA-1, SHA-256, record ids); or
+/// - it mixes upper case, lower case and digits (digits in at least two places, which random
+///   base64 of this length nearly always has and identifiers rarely do), has entropy ≥ 3.5
+///   bits per character, and changes character class (upper/lower/digit/other) between at least 30 % of adjacent
+///   pairs — random base64 changes class about 60 % of the time, CamelCase identifiers and
+///   slugs far less.
+///
+/// UUIDs are never secrets.
+pub fn is_high_entropy_secret(token: &str) -> bool {
+    let t = token.trim_end_matches('=');
+    if t.len() < SECRET_MIN_LEN || UUID.is_match(t) {
+        return false;
+    }
+    let has_digit = t.bytes().any(|b| b.is_ascii_digit());
+    let is_hex = t.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_hex {
+        let lower = t.bytes().all(|b| !b.is_ascii_uppercase());
+        if lower && (t.len() == 40 || t.len() == 64) {
+            return false;
+        }
+        return has_digit
+            && t.bytes().any(|b| b.is_ascii_alphabetic())
+            && entropy(t) >= HEX_SECRET_MIN_ENTROPY;
+    }
+    let has_upper = t.bytes().any(|b| b.is_ascii_uppercase());
+    let has_lower = t.bytes().any(|b| b.is_ascii_lowercase());
+    let digit_runs = t
+        .as_bytes()
+        .split(|b| !b.is_ascii_digit())
+        .filter(|r| !r.is_empty())
+        .count();
+    if !(digit_runs >= 2 && has_upper && has_lower) || entropy(t) < SECRET_MIN_ENTROPY {
+        return false;
+    }
+    let class = |b: u8| {
+        if b.is_ascii_uppercase() {
+            0
+        } else if b.is_ascii_lowercase() {
+            1
+        } else if b.is_ascii_digit() {
+            2
+        } else {
+            3
+        }
+    };
+    let bytes = t.as_bytes();
+    let changes = bytes
+        .windows(2)
+        .filter(|w| match w {
+            [a, b] => class(*a) != class(*b),
+            _ => false,
+        })
+        .count();
+    changes * 10 >= (bytes.len() - 1) * 3
+}
+
+fn entropy(s: &str) -> f64 {
+    let mut counts: BTreeMap<u8, usize> = BTreeMap::new();
+    for b in s.bytes() {
+        *counts.entry(b).or_default() += 1;
+    }
+    #[allow(clippy::cast_precision_loss)] // lengths are far below 2^52
+    let n = s.len() as f64;
+    counts
+        .values()
+        .map(|&c| {
+            #[allow(clippy::cast_precision_loss)]
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
+mod tests {
+    use super::*;
+
+    /// Each example must be found whole, as exactly this kind.
+    fn assert_found(kind: PiiKind, examples: &[&str]) {
+        for ex in examples {
+            let text = format!("see {ex} here");
+            let f = scan(&text, &PiiKind::ALL);
+            assert_eq!(f.len(), 1, "{kind:?} in {text:?}: {f:?}");
+            assert_eq!(f[0].kind, kind, "{text:?}");
+            assert_eq!(&text[f[0].start..f[0].end], *ex, "{text:?}");
+        }
+    }
+
+    /// No detector may fire on these.
+    fn assert_clean(examples: &[&str]) {
+        for ex in examples {
+            let f = scan(ex, &PiiKind::ALL);
+            assert!(f.is_empty(), "{ex:?} flagged: {f:?}");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert_found(
+            PiiKind::Email,
+            &["alice@example.com", "alice.smith+tag@mail.example.co.uk"],
+        );
+        assert_clean(&["ana@acme", "user@localhost", "@example.com", "a @ b.com"]);
+    }
+
+    #[test]
+    fn phones() {
+        assert_found(
+            PiiKind::Phone,
+            &[
+                "+49 151 12345678",
+                "+14155552671",
+                "+1 (555) 123-4567",
+                "+33 1 23 45 67 89",
+                "(555) 123-4567",
+                "555-123-4567",
+                "030 1234 5678",
+                "0151-1234-5678",
+            ],
+        );
+        assert_clean(&[
+            "2026-11-25",
+            "25.11.2026",
+            "2026-11-25T12:30:45Z",
+            "2026-11-25 12:30:45",
+            "version 1.2.3",
+            "12345",
+            "order 42 of 1000",
+            "10 000 000",
+            "1,234,567",
+            "3.14159",
+            "+1234",
+            "12:30:45",
+        ]);
+    }
+
+    #[test]
+    fn cards() {
+        assert_found(
+            PiiKind::Card,
+            &[
+                "4111111111111111",
+                "4111 1111 1111 1111",
+                "5500-0000-0000-0004",
+                "378282246310005",
+                "6011 0009 9013 9424",
+            ],
+        );
+        // Luhn fails, issuer digit out of range, too short, mixed separators.
+        assert_clean(&[
+            "4111111111111112",
+            "4111 1111 1111 1112",
+            "9111111111111111",
+            "411111111111",
+            "4111 1111-1111 1111",
+        ]);
+        let mut v = serde_json::json!({"n": 4_111_111_111_111_111u64, "t": 1_764_100_000_000u64});
+        RedactionPolicy::builtin().apply(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"n": "[REDACTED:card]", "t": 1_764_100_000_000u64})
+        );
+    }
+
+    #[test]
+    fn ibans() {
+        assert_found(
+            PiiKind::Iban,
+            &[
+                "DE89 3704 0044 0532 0130 00",
+                "DE89370400440532013000",
+                "GB82WEST12345698765432",
+                "GB82 WEST 1234 5698 7654 32",
+                "FR1420041010050500013M02606",
+            ],
+        );
+        let text = "pay DE89 3704 0044 0532 0130 00 THEN stop";
+        let f = scan(text, &PiiKind::ALL);
+        assert_eq!(&text[f[0].start..f[0].end], "DE89 3704 0044 0532 0130 00");
+        // Bad check digits.
+        assert_clean(&["DE88 3704 0044 0532 0130 00", "GB83WEST12345698765432"]);
+    }
+
+    #[test]
+    fn national_ids() {
+        assert_found(
+            PiiKind::NationalId,
+            &["123-45-6789", "AB 12 34 56 C", "AB123456C"],
+        );
+        assert_clean(&[
+            "000-12-3456",
+            "666-12-3456",
+            "912-34-5678",
+            "123-00-6789",
+            "123-45-0000",
+            "QQ123456C",
+            "GB123456A",
+            "AB123456E",
+        ]);
+    }
+
+    #[test]
+    fn ip_addresses() {
+        assert_found(
+            PiiKind::IpAddress,
+            &[
+                "192.168.1.10",
+                "8.8.8.8",
+                "2001:db8::1",
+                "fe80::1ff:fe23:4567:890a",
+                "::1",
+            ],
+        );
+        assert_clean(&[
+            "999.1.1.1",
+            "1.2.256.4",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "12:30:45",
+            "std::vec::Vec",
+            "a::b",
+            "00:1A:2B:3C:4D:5E",
+        ]);
+    }
+
+    #[test]
+    fn secrets() {
+        assert_found(
+            PiiKind::Secret,
+            &[
+                "sk-proj-abcdefghijklmnopqrstuvwx1234",
+                "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+                "AKIAIOSFODNN7EXAMPLE",
+                "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+                "xoxb-123456789012-abcdefghij",
+                "q8Zr3vT9LmX2pK7wN4sY1bH6dF0gJ5cA",
+                "9f86d081884c7d659a2feaa0c55ad015",
+                "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
+            ],
+        );
+        let id = "a3f1c2e4b5d6978812345678901234567890abcdefabcdefabcdef0123456789";
+        assert_eq!(id.len(), 64);
+        assert_clean(&[
+            id,
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+            "123e4567-e89b-12d3-a456-426614174000",
+            "customer-support-agent-deployment-v2",
+            "MyVeryLongClassNameForThingHandler2",
+            "task-management-service-for-enterprise",
+            "abcdefghijklmnopqrstuvwxyzabcdefgh",
+            "sk-learn",
+        ]);
+    }
+
+    #[test]
+    fn field_rules_drop_and_mask_then_detectors_run() {
+        let policy = RedactionPolicy {
+            version: "test-v1".to_owned(),
+            rules: vec![
+                Rule::Field {
+                    path: "customer.name".to_owned(),
+                    action: FieldAction::Mask,
+                },
+                Rule::Field {
+                    path: "items.secret_note".to_owned(),
+                    action: FieldAction::Drop,
+                },
+                Rule::Detector {
+                    kind: PiiKind::Email,
+                    action: DetectorAction::Mask,
+                },
+            ],
+        };
+        let mut v = serde_json::json!({
+            "customer": {"name": "Ana Lima", "mail": "ana@example.com"},
+            "items": [{"secret_note": "x", "n": 1}, {"n": 2}],
+            "alice@example.com": "key is PII",
+        });
+        let n = policy.apply(&mut v);
+        assert_eq!(n, 4);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "customer": {"name": "[REDACTED:field]", "mail": "[REDACTED:email]"},
+                "items": [{"n": 1}, {"n": 2}],
+                "[REDACTED:email]": "key is PII",
+            })
+        );
+    }
+
+    #[test]
+    fn builtin_policy_masks_every_detector() {
+        let p = RedactionPolicy::builtin();
+        assert_eq!(p.version, BUILTIN_POLICY_VERSION);
+        for kind in PiiKind::ALL {
+            assert!(p.rules.contains(&Rule::Detector {
+                kind,
+                action: DetectorAction::Mask
+            }));
+        }
+        let (masked, n) = mask_text(
+            "mail bob@example.org or call +1 555 123 4567",
+            &PiiKind::ALL,
+        );
+        assert_eq!(n, 2);
+        assert_eq!(masked, "mail [REDACTED:email] or call [REDACTED:phone]");
+    }
+}
