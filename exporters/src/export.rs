@@ -239,10 +239,10 @@ fn resolve(ledger: &Ledger, head: &Head, scope: &Scope) -> Result<(ScopeDoc, Pla
             }
             // Integration time never decreases with the index, so time bounds are index bounds.
             if let Some(t) = r.from_time {
-                from = first_at_or_after(ledger, from, to, t)?;
+                from = ledger.first_index_at_or_after(t, from, to)?;
             }
             if let Some(t) = r.to_time {
-                to = first_at_or_after(ledger, from, to, t)?;
+                to = ledger.first_index_at_or_after(t, from, to)?;
             }
             let doc = ScopeDoc::Range {
                 tenant: r.tenant.clone(),
@@ -275,24 +275,6 @@ fn resolve(ledger: &Ledger, head: &Head, scope: &Scope) -> Result<(ScopeDoc, Pla
             Ok((doc, Plan::Indexes(indexes)))
         }
     }
-}
-
-/// The first index in `[lo, hi)` whose leaf time is at least `time` (`hi` when none is).
-fn first_at_or_after(
-    ledger: &Ledger,
-    mut lo: u64,
-    mut hi: u64,
-    time: u64,
-) -> Result<u64, ExportError> {
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if decode(ledger, mid)?.time < time {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(lo)
 }
 
 /// The chosen records and everything they cite up to `depth` hops, as indexes.

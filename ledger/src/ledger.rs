@@ -412,6 +412,26 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The first index in `[from, to)` whose integration time is at least `time_ms` (`to` when
+    /// none is), by binary search: leaf times never decrease along the log.
+    pub fn first_index_at_or_after(
+        &self,
+        time_ms: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<u64, LedgerError> {
+        let (mut lo, mut hi) = (from, to.min(self.head().size));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if Leaf::decode(&self.leaf(mid)?)?.time < time_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
     /// The archived signed checkpoint for exactly `tree_size`, when a batch ended at that size
     /// (every size a receipt was ever given for).
     pub fn checkpoint_at(&self, tree_size: u64) -> Result<Option<String>, LedgerError> {

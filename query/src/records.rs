@@ -56,11 +56,11 @@ pub fn records(
 ) -> Result<Connection<StoredRecord>, QueryError> {
     let size = ledger.head().size;
     let lo = match filter.from {
-        Some(t) => first_at_or_after(ledger, t, size)?,
+        Some(t) => ledger.first_index_at_or_after(t, 0, size)?,
         None => 0,
     };
     let hi = match filter.to {
-        Some(t) => first_at_or_after(ledger, t, size)?,
+        Some(t) => ledger.first_index_at_or_after(t, 0, size)?,
         None => size,
     };
     let start = |after: Option<u64>| after.map_or(0, |a| a.saturating_add(1)).max(lo);
@@ -187,19 +187,4 @@ fn collect<T, C>(
             after = Some(index);
         }
     }
-}
-
-/// The first index whose integration time is at least `time` (`size` when none is), by
-/// binary search: leaf times never decrease along the log.
-fn first_at_or_after(ledger: &Ledger, time: u64, size: u64) -> Result<u64, QueryError> {
-    let (mut lo, mut hi) = (0, size);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if Leaf::decode(&ledger.leaf(mid)?)?.time < time {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(lo)
 }
