@@ -260,10 +260,13 @@ fn mask_value(v: &mut serde_json::Value, kinds: &[PiiKind]) -> usize {
         }
         serde_json::Value::Array(items) => items.iter_mut().map(|x| mask_value(x, kinds)).sum(),
         serde_json::Value::Object(map) => {
-            let mut count = 0;
+            let mut count: usize = map.values_mut().map(|x| mask_value(x, kinds)).sum();
+            // Rebuild the map only when a key itself must be masked (rare).
+            if map.keys().all(|k| scan(k, kinds).is_empty()) {
+                return count;
+            }
             let old = std::mem::take(map);
-            for (k, mut x) in old {
-                count += mask_value(&mut x, kinds);
+            for (k, x) in old {
                 let (mut key, n) = mask_text(&k, kinds);
                 count += n;
                 // Two keys masked to the same text must not overwrite each other.
@@ -300,10 +303,20 @@ pub fn mask_text(text: &str, kinds: &[PiiKind]) -> (String, usize) {
     (out, findings.len())
 }
 
+/// Every detector needs a digit, an `@`, or at least 15 characters (the shortest prefixed key
+/// is `xoxb-` + 10; `AKIA` + 16, PEM headers and high-entropy tokens are longer): text with
+/// none of these is skipped without running the detectors — most short attribute values.
+fn cannot_hold_pii(text: &str) -> bool {
+    text.len() < 15 && !text.bytes().any(|b| b.is_ascii_digit() || b == b'@')
+}
+
 /// Runs the given detectors over a text; findings are sorted and never overlap (a detector
 /// earlier in [`PiiKind::ALL`] wins).
 pub fn scan(text: &str, kinds: &[PiiKind]) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
+    if cannot_hold_pii(text) {
+        return out;
+    }
     for kind in PiiKind::ALL {
         if !kinds.contains(&kind) {
             continue;
@@ -822,6 +835,7 @@ mod tests {
                 "AKIAIOSFODNN7EXAMPLE",
                 "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
                 "xoxb-123456789012-abcdefghij",
+                "xoxb-abcdefghij",
                 "q8Zr3vT9LmX2pK7wN4sY1bH6dF0gJ5cA",
                 "9f86d081884c7d659a2feaa0c55ad015",
                 "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----",
