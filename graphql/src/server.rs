@@ -310,22 +310,13 @@ fn is_msgpack(req: &HttpRequest) -> bool {
 }
 
 fn body_error(e: &actix_web::Error, limit: usize) -> ApiError {
-    use actix_web::error::PayloadError;
-    if let Some(PayloadError::Overflow) = e.as_error::<PayloadError>() {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "request body exceeds the limit of {limit} bytes; send fewer records per request"
-            ),
-        );
-    }
+    // Covers actix's payload overflow and any other extractor error that means "too large".
     if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!(
-                "request body exceeds the limit of {limit} bytes; send fewer records per request"
+                "request body exceeds the limit of {limit} bytes; split it into smaller requests"
             ),
         );
     }

@@ -277,19 +277,25 @@ impl Ledger {
             .shared
             .queued_bytes
             .fetch_add(bytes, Ordering::AcqRel);
-        {
-            let guard = self
-                .inner
-                .tx
-                .lock()
-                .map_err(|_| LedgerError::ShuttingDown)?;
-            let tx = guard.as_ref().ok_or(LedgerError::ShuttingDown)?;
-            tx.send(Job {
-                records,
-                bytes,
-                reply,
-            })
-            .map_err(|_| LedgerError::ShuttingDown)?;
+        let job = Job {
+            records,
+            bytes,
+            reply,
+        };
+        let sent = match self.inner.tx.lock() {
+            Ok(guard) => guard
+                .as_ref()
+                .map(|tx| tx.send(job).is_ok())
+                .unwrap_or(false),
+            Err(_) => false,
+        };
+        if !sent {
+            // The writer is gone: release what this job reserved in the queue bound.
+            self.inner
+                .shared
+                .queued_bytes
+                .fetch_sub(bytes, Ordering::AcqRel);
+            return Err(LedgerError::ShuttingDown);
         }
         let committed = rx
             .blocking_recv()
