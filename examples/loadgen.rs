@@ -7,7 +7,8 @@
 //! each) to `URL/v1/records` for SECONDS. With RATE (records/s over all clients) the clients
 //! pace themselves (open-loop schedule: latency counts from the scheduled send time, so a
 //! stalled server is not hidden by coordinated omission). Prints records/s and latency
-//! percentiles of full receipts. Bounded in count and time; loopback only.
+//! percentiles of full receipts. Bounded in count and time; loopback only. A writer or admin
+//! token comes from `PROVLEDGER_TOKEN` (e.g. `PROVLEDGER_TOKEN=$(cat data/admin.token)`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // a tool: fail loudly
 
 use std::time::{Duration, Instant};
@@ -42,12 +43,17 @@ fn main() {
     let seconds: u64 = args[4].parse().expect("SECONDS");
     let rate: Option<f64> = args.get(5).map(|r| r.parse().expect("RATE"));
     let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 * per_request as f64 / r));
+    let auth = format!(
+        "Bearer {}",
+        std::env::var("PROVLEDGER_TOKEN").unwrap_or_default().trim()
+    );
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let results: Vec<(Vec<Duration>, u64, u64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|c| {
                 let url = url.clone();
+                let auth = auth.clone();
                 s.spawn(move || {
                     let agent = ureq::AgentBuilder::new()
                         .timeout(Duration::from_secs(30))
@@ -77,6 +83,7 @@ fn main() {
                         match agent
                             .post(&url)
                             .set("Content-Type", "application/json")
+                            .set("Authorization", &auth)
                             .send_string(&b)
                         {
                             Ok(resp) => {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use provledger_ledger::RedactionPolicy;
 use serde::Deserialize;
 
 /// Flags (and their environment variables) of `provledger serve`.
@@ -47,6 +48,17 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "PROVLEDGER_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Retention and compaction (see `upkeep.rs`).
+    #[command(flatten)]
+    pub upkeep: crate::upkeep::UpkeepArgs,
+    /// Declare the log public: serve entry bundles (`/tile/entries/…`, every tenant's leaf
+    /// metadata) without a token. Hash tiles and checkpoints are always public.
+    #[arg(long, env = "PROVLEDGER_PUBLIC_LOG")]
+    pub public_log: bool,
+    /// Redaction policy file (TOML, or JSON when it ends in `.json`; docs/api.md); default: the
+    /// built-in policy. Read and checked at start-up.
+    #[arg(long, env = "PROVLEDGER_REDACTION_POLICY")]
+    pub redaction_policy: Option<PathBuf>,
 }
 
 /// How logs are written.
@@ -74,6 +86,13 @@ struct FileConfig {
     cache_mb: Option<u64>,
     workers: Option<usize>,
     log_format: Option<LogFormat>,
+    /// `[retention]`: classification → period (`pii = "30d"`).
+    retention: Option<std::collections::BTreeMap<String, String>>,
+    retention_check_interval: Option<String>,
+    compact_interval: Option<String>,
+    compact_delay: Option<String>,
+    public_log: Option<bool>,
+    redaction_policy: Option<PathBuf>,
 }
 
 /// Validated settings the wiring uses.
@@ -90,6 +109,10 @@ pub struct Settings {
     pub cache_mb: u64,
     pub workers: usize,
     pub log_format: LogFormat,
+    pub upkeep: crate::upkeep::Upkeep,
+    pub public_log: bool,
+    /// The redaction policy file and its parsed policy; `None`: the built-in policy.
+    pub redaction_policy: Option<(PathBuf, RedactionPolicy)>,
 }
 
 impl Settings {
@@ -131,6 +154,23 @@ impl Settings {
                     .unwrap_or(2)
             }),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            upkeep: crate::upkeep::Upkeep::resolve(
+                args.upkeep,
+                crate::upkeep::UpkeepFile {
+                    retention: file.retention,
+                    retention_check_interval: file.retention_check_interval,
+                    compact_interval: file.compact_interval,
+                    compact_delay: file.compact_delay,
+                },
+            )?,
+            public_log: args.public_log || file.public_log.unwrap_or(false),
+            redaction_policy: match args.redaction_policy.or(file.redaction_policy) {
+                None => None,
+                Some(path) => {
+                    let policy = RedactionPolicy::from_file(&path)?;
+                    Some((path, policy))
+                }
+            },
             data_dir,
         };
         if settings.max_body_bytes < 1024 {
@@ -181,6 +221,42 @@ mod tests {
         .map(|e| format!("{e:#}"))
         .unwrap_or_default();
         assert!(err.contains("unknown field `lisen`"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_redaction_policy_is_read_from_the_file_setting_and_checked() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let policy = dir.path().join("p.toml");
+        std::fs::write(&policy, "version = \"p1\"\n")?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            format!("redaction_policy = {:?}\n", policy.display().to_string()),
+        )?;
+        let s = Settings::resolve(ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        })?;
+        let (file, parsed) = s.redaction_policy.unwrap_or_else(|| panic!("no policy"));
+        assert_eq!(file, policy);
+        assert_eq!(parsed.version(), "p1");
+        assert!(Settings::resolve(ServeArgs::default())?
+            .redaction_policy
+            .is_none());
+
+        std::fs::write(&policy, "version = \"p1\"\ndetectors = [\"dna\"]\n")?;
+        let err = Settings::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+        assert!(
+            err.starts_with("redaction policy: detectors[0]: unknown detector \"dna\""),
+            "{err}"
+        );
         Ok(())
     }
 }

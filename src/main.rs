@@ -1,6 +1,9 @@
 //! The `provledger` binary: command line, configuration and wiring. Nothing else lives here.
 
 mod config;
+mod keys;
+mod tokens;
+mod upkeep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,10 +13,14 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use provledger_exporters::{
-    export_to_file, verify_bundle, ConsistencyProof, KeyTrust, LaterCheckpoint, RangeScope, Scope,
+    export_as_file, looks_like_envelope, verify_bundle, verify_dsse, ConsistencyProof,
+    ExportFormat, KeyTrust, LaterCheckpoint, RangeScope, Scope,
 };
 use provledger_graphql::{configure, AppState, ServerSettings};
-use provledger_ledger::{verify_data_dir, Ledger, LedgerConfig};
+use provledger_ledger::{
+    verify_data_dir, Ledger, LedgerConfig, PolicyInstall, Redactor, TokenKey,
+    BUILTIN_POLICY_VERSION,
+};
 use provledger_signer::{Hash, SigningKey, VerifierKey};
 use tracing::info;
 
@@ -21,6 +28,9 @@ use crate::config::{LogFormat, ServeArgs, Settings};
 
 /// glibc's allocator showed up at the top of append profiles; mimalloc handles the many
 /// short-lived request and record buffers better.
+/// The tokenization key's file in the data directory.
+const TOKENIZATION_KEY_FILE: &str = "tokenization.key";
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -36,15 +46,9 @@ struct Cli {
 enum Command {
     /// Run the server (creates the data directory and a signing key on first start).
     Serve(ServeArgs),
-    /// Print the log's verifier key (C2SP signed-note vkey format).
-    Key {
-        /// Data directory.
-        #[arg(long, env = "PROVLEDGER_DATA_DIR", default_value = "./data")]
-        data_dir: PathBuf,
-        /// Signing key file; default `<data-dir>/signing.key`.
-        #[arg(long, env = "PROVLEDGER_KEY_FILE")]
-        key_file: Option<PathBuf>,
-    },
+    /// Print the log's verifier key (C2SP signed-note vkey format), or manage the log's keys
+    /// offline: `key list`, `key rotate`, `key retire KEY`.
+    Key(keys::KeyArgs),
     /// Check a data directory offline: every entry, tile, payload commitment and the latest
     /// signed checkpoint. Exit code 0 only when everything holds.
     Verify {
@@ -67,6 +71,16 @@ enum Command {
     /// proof and payload commitment, and the refs between the records. Exit code 0 only when
     /// everything holds; otherwise the first failure is printed.
     VerifyBundle(VerifyBundleArgs),
+    /// Manage bearer tokens offline: create, list, revoke.
+    Token(tokens::TokenArgs),
+    /// Make erased payload bytes disappear from every file of a data directory, offline (the
+    /// server compacts on its own while it runs): flushes memtables, rotates and deletes old
+    /// journals, and rewrites the payload segments without the erased values.
+    Compact {
+        /// Data directory (the server must not be running on it).
+        #[arg(long, env = "PROVLEDGER_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// Flags of `provledger export`.
@@ -105,7 +119,8 @@ struct ExportArgs {
     /// Only records of this tenant (with --entity: the entity's tenant, default `default`).
     #[arg(long)]
     tenant: Option<String>,
-    /// Output format. This release writes `bundle`.
+    /// Output format: `bundle` (signed bundle), `prov-json` (W3C PROV-JSON) or `dsse` (the
+    /// bundle in a signed DSSE envelope as an in-toto statement).
     #[arg(long, default_value = "bundle")]
     format: String,
     /// File to write (replaced only once the bundle is complete).
@@ -136,12 +151,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Key { data_dir, key_file } => {
-            let path = key_file.unwrap_or_else(|| data_dir.join("signing.key"));
-            SigningKey::load(&path)
-                .with_context(|| format!("cannot read signing key {}", path.display()))
-                .map(|k| println!("{}", k.verifier()))
-        }
+        Command::Key(args) => keys::run(args),
         Command::Verify {
             data_dir,
             key,
@@ -149,6 +159,8 @@ fn main() -> ExitCode {
         } => verify(&data_dir, key.as_deref(), key_file),
         Command::Export(args) => export(args),
         Command::VerifyBundle(args) => verify_bundle_file(&args),
+        Command::Token(args) => tokens::run(args),
+        Command::Compact { data_dir } => compact(&data_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,6 +192,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             settings.data_dir.display()
         )
     })?;
+    provledger_ledger::finish_interrupted_rotation(&settings.data_dir, &settings.key_file)
+        .context("cannot finish an interrupted key rotation")?;
     let key = load_or_create_key(&settings.key_file, settings.origin.as_deref())?;
     let registry = prometheus::Registry::new();
     let mut config = LedgerConfig::new(&settings.data_dir);
@@ -190,6 +204,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     let origin = key.name().to_owned();
     let ledger = Ledger::open(&config, key, &registry)
         .with_context(|| format!("cannot open the ledger in {}", settings.data_dir.display()))?;
+    install_redaction_policy(&ledger, &settings)?;
+    settings.upkeep.spawn(&ledger)?;
     let head = ledger.head();
     info!(
         listen = %settings.listen,
@@ -199,6 +215,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         tree_size = head.size,
         "provledger ready"
     );
+    let tokens = Arc::new(tokens::open_for_server(&settings.data_dir)?);
     let http = provledger_graphql::HttpMetrics::register(&registry)
         .context("cannot register HTTP metrics")?;
     let state = AppState {
@@ -207,10 +224,14 @@ fn serve(args: ServeArgs) -> Result<()> {
         registry,
         settings: Arc::new(ServerSettings {
             max_body_bytes: settings.max_body_bytes,
+            public_log: settings.public_log,
+            key_file: Some(settings.key_file.clone()),
         }),
+        tokens,
     };
     let workers = settings.workers;
     let listen = settings.listen;
+    let closing = state.ledger.clone();
     actix_web::rt::System::new().block_on(async move {
         actix_web::HttpServer::new(move || {
             actix_web::App::new()
@@ -224,7 +245,53 @@ fn serve(args: ServeArgs) -> Result<()> {
         .await
         .context("server failed")
     })?;
+    // Background tasks may still hold the ledger: record the segment digests explicitly.
+    if let Err(e) = closing.seal() {
+        tracing::warn!(error = %e, "cannot record segment digests");
+    }
     info!("provledger stopped");
+    Ok(())
+}
+
+/// Makes the configured redaction policy the one every append is scrubbed with, recording it in
+/// the log when it is new. The tokenization key `<data-dir>/tokenization.key` is created on
+/// first start (mode 0600) and never logged; only its public id is.
+fn install_redaction_policy(ledger: &Ledger, settings: &Settings) -> Result<()> {
+    let key_path = settings.data_dir.join(TOKENIZATION_KEY_FILE);
+    let created = !key_path.exists();
+    let key = TokenKey::load_or_create(&key_path)?;
+    if created {
+        info!(path = %key_path.display(), key_id = %key.id(), "created a new tokenization key");
+    }
+    let Some((path, policy)) = &settings.redaction_policy else {
+        info!(
+            version = BUILTIN_POLICY_VERSION,
+            "redaction policy: built in (not recorded in the log)"
+        );
+        return Ok(());
+    };
+    let key = policy.tokenizes().then_some(key);
+    let redactor = Redactor::new(policy.clone(), key)
+        .with_context(|| format!("redaction policy {} cannot be used", path.display()))?;
+    let digest: String = redactor
+        .digest()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let installed = ledger.install_redaction_policy(redactor).with_context(|| {
+        format!(
+            "cannot record redaction policy {} in the log",
+            path.display()
+        )
+    })?;
+    info!(
+        file = %path.display(),
+        version = %policy.version(),
+        digest = %digest,
+        policy_record = %installed.record().to_hex(),
+        appended = matches!(installed, PolicyInstall::Recorded { .. }),
+        "redaction policy installed"
+    );
     Ok(())
 }
 
@@ -288,12 +355,34 @@ fn verify(data_dir: &Path, key: Option<&str>, key_file: Option<PathBuf>) -> Resu
     bar.finish_and_clear();
     let report = report.context("verification failed")?;
     println!(
-        "ok: {} entries, root {}, {} payload commitments, {} tiles, {} archived checkpoints checked against the signed checkpoint",
+        "ok: {} entries, root {}, {} payload commitments, {} tiles, {} archived checkpoints checked against the signed checkpoint; {} erased payloads, each cited by an erasure record",
         report.tree_size,
         report.root.to_base64(),
         report.payloads,
         report.tiles,
-        report.checkpoints
+        report.checkpoints,
+        report.erased
+    );
+    Ok(())
+}
+
+fn compact(data_dir: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let report = provledger_ledger::compact_data_dir(data_dir, |step| eprintln!("compact: {step}"))
+        .with_context(|| format!("cannot compact {}", data_dir.display()))?;
+    if report.journals_left > 0 {
+        bail!(
+            "{} old journal files were not deleted in time; run compact again",
+            report.journals_left
+        );
+    }
+    println!(
+        "ok: compacted in {:.1}s: {} partitions flushed, {} old journals deleted, payload segments {} -> {}",
+        started.elapsed().as_secs_f64(),
+        report.flushed,
+        report.journals_removed,
+        report.payload_segments.0,
+        report.payload_segments.1
     );
     Ok(())
 }
@@ -354,14 +443,7 @@ fn export_scope(args: &ExportArgs) -> Result<Scope> {
 }
 
 fn export(args: ExportArgs) -> Result<()> {
-    match args.format.as_str() {
-        "bundle" => {}
-        "prov-json" | "dsse" => bail!(
-            "--format {} is not available yet: this release writes only `bundle`; PROV-JSON and DSSE exports come with the next part of issue 4",
-            args.format
-        ),
-        other => bail!("--format {other:?} is unknown: use `bundle`"),
-    }
+    let format: ExportFormat = args.format.parse()?;
     let scope = export_scope(&args)?;
     let key_path = args
         .key_file
@@ -385,16 +467,23 @@ fn export(args: ExportArgs) -> Result<()> {
     )
     .with_context(|| format!("cannot open the ledger in {}", args.data_dir.display()))?;
     let bar = progress_bar("exporting {bar:40} {pos}/{len} ({per_sec}, eta {eta})");
-    let summary = export_to_file(&ledger, &key, &scope, &args.out, &mut |done, total| {
-        if let Some(total) = total {
-            bar.set_length(total);
-        }
-        bar.set_position(done);
-    });
+    let summary = export_as_file(
+        format,
+        &ledger,
+        &key,
+        &scope,
+        &args.out,
+        &mut |done, total| {
+            if let Some(total) = total {
+                bar.set_length(total);
+            }
+            bar.set_position(done);
+        },
+    );
     bar.finish_and_clear();
     let summary = summary.with_context(|| format!("export to {} failed", args.out.display()))?;
     println!(
-        "wrote {}: {} records ({}), proven against the checkpoint of tree size {}",
+        "wrote {} ({format}): {} records ({}), proven against the checkpoint of tree size {}",
         args.out.display(),
         summary.records,
         summary.scope,
@@ -428,8 +517,21 @@ fn verify_bundle_file(args: &VerifyBundleArgs) -> Result<()> {
     };
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("cannot open {}", args.file.display()))?;
-    let report = verify_bundle(file, &trusted, later.as_ref())
-        .with_context(|| format!("bundle {} does not verify", args.file.display()))?;
+    let mut file = std::io::BufReader::new(file);
+    let dsse = looks_like_envelope(
+        std::io::BufRead::fill_buf(&mut file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?,
+    );
+    let report = if dsse {
+        verify_dsse(file, &trusted, later.as_ref())
+    } else {
+        verify_bundle(file, &trusted, later.as_ref())
+    };
+    let report =
+        report.with_context(|| format!("bundle {} does not verify", args.file.display()))?;
+    if dsse {
+        println!("DSSE envelope: signature over its PAE and in-toto subjects verified");
+    }
     println!(
         "ok: {} records of {} ({}), proven against its checkpoint of tree size {} (root {})",
         report.records(),

@@ -8,9 +8,18 @@
 mod common;
 
 mod api;
+mod approvals;
+mod auth;
+mod console;
 mod crash;
+mod diffs;
+mod erasure;
 mod errors;
 mod export;
+mod formats;
 mod graphql;
 mod independent;
+mod keys;
+mod redaction;
+mod subscriptions;
 mod verify_cmd;

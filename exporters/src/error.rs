@@ -25,6 +25,9 @@ pub enum ExportError {
         /// The tenant the scope names.
         wanted: String,
     },
+    /// The export format is not one this crate writes.
+    #[error("export format {0:?} is unknown: use bundle, prov-json or dsse")]
+    UnknownFormat(String),
     /// The entity has no versions.
     #[error("entity {entity:?} has no versions in tenant {tenant:?}")]
     UnknownEntity {
@@ -166,6 +169,23 @@ pub enum BundleError {
     /// The records do not cover what the scope promises.
     #[error("the records are incomplete for the bundle's scope: {0}")]
     Incomplete(String),
+    /// Not a DSSE envelope carrying an in-toto statement of a provledger bundle; says why.
+    #[error("not a valid DSSE envelope of a provledger bundle: {0}")]
+    Envelope(String),
+    /// No signature of the envelope verifies over its PAE with the log key.
+    #[error("the DSSE envelope signature does not verify over its PAE with {keys}: the statement was altered, or signed by another key")]
+    EnvelopeSignature {
+        /// The keys it was checked with.
+        keys: String,
+    },
+    /// The statement's subjects are not the bundle's records.
+    #[error("in-toto subject {position}: {reason}")]
+    Subject {
+        /// Position in `subject`, from 0.
+        position: usize,
+        /// What does not match.
+        reason: String,
+    },
     /// The later checkpoint given to check consistency with does not verify.
     #[error("the later checkpoint does not verify: {0}")]
     LaterCheckpoint(#[source] CheckpointError),

@@ -98,7 +98,7 @@ pub fn export<W: Write>(
     out: W,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ExportSummary, ExportError> {
-    if key.verifier() != *ledger.verifier() {
+    if key.verifier() != ledger.verifier() {
         return Err(ExportError::ForeignKey {
             key: key.verifier().to_string(),
             log: ledger.verifier().to_string(),
@@ -107,43 +107,9 @@ pub fn export<W: Write>(
     let head = ledger.head();
     let (doc, plan) = resolve(ledger, &head, scope)?;
     let mut writer = BundleWriter::start(out, &doc, &head, key)?;
-    match plan {
-        Plan::Entity { tenant, entity } => {
-            let mut after = None;
-            loop {
-                let page = ledger.entity_versions(&tenant, &entity, after, PAGE)?;
-                let Some(&(last, _)) = page.last() else { break };
-                for (index, _) in page.into_iter().filter(|(i, _)| *i < head.size) {
-                    writer.record(ledger, index)?;
-                    progress(writer.count(), None);
-                }
-                after = Some(last);
-            }
-        }
-        Plan::Scan {
-            from,
-            to,
-            kind,
-            tenant,
-        } => {
-            for index in from..to {
-                let leaf = decode(ledger, index)?;
-                let wanted = kind.as_ref().is_none_or(|k| *k == leaf.kind)
-                    && tenant.as_ref().is_none_or(|t| *t == leaf.tenant);
-                if wanted {
-                    writer.record(ledger, index)?;
-                }
-                progress(index - from + 1, Some(to - from));
-            }
-        }
-        Plan::Indexes(indexes) => {
-            let total = indexes.len() as u64;
-            for index in indexes {
-                writer.record(ledger, index)?;
-                progress(writer.count(), Some(total));
-            }
-        }
-    }
+    walk(ledger, &head, &plan, progress, &mut |index| {
+        writer.record(ledger, index)
+    })?;
     let records = writer.count();
     writer.finish(key)?;
     Ok(ExportSummary {
@@ -162,6 +128,15 @@ pub fn export_to_file(
     path: &Path,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ExportSummary, ExportError> {
+    write_atomically(path, &mut |file| export(ledger, key, scope, file, progress))
+}
+
+/// Runs `write` on a temporary file beside `path`, then syncs it and renames it into place;
+/// on any failure the temporary file is removed and `path` is untouched.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: &mut dyn FnMut(&File) -> Result<ExportSummary, ExportError>,
+) -> Result<ExportSummary, ExportError> {
     let name = path.file_name().ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -171,7 +146,7 @@ pub fn export_to_file(
     let tmp = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
     let result = (|| {
         let file = File::create(&tmp)?;
-        let summary = export(ledger, key, scope, &file, progress)?;
+        let summary = write(&file)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -185,8 +160,61 @@ pub fn export_to_file(
     result
 }
 
+/// Calls `visit` with the index of every record of `plan`, in ascending index order (entity
+/// versions oldest first), reporting progress as [`export`] does. Returns how many were visited.
+pub(crate) fn walk(
+    ledger: &Ledger,
+    head: &Head,
+    plan: &Plan,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+    visit: &mut dyn FnMut(u64) -> Result<(), ExportError>,
+) -> Result<u64, ExportError> {
+    let mut count = 0u64;
+    match plan {
+        Plan::Entity { tenant, entity } => {
+            let mut after = None;
+            loop {
+                let page = ledger.entity_versions(tenant, entity, after, PAGE)?;
+                let Some(&(last, _)) = page.last() else { break };
+                for (index, _) in page.into_iter().filter(|(i, _)| *i < head.size) {
+                    visit(index)?;
+                    count += 1;
+                    progress(count, None);
+                }
+                after = Some(last);
+            }
+        }
+        Plan::Scan {
+            from,
+            to,
+            kind,
+            tenant,
+        } => {
+            for index in *from..*to {
+                let leaf = decode(ledger, index)?;
+                let wanted = kind.as_ref().is_none_or(|k| *k == leaf.kind)
+                    && tenant.as_ref().is_none_or(|t| *t == leaf.tenant);
+                if wanted {
+                    visit(index)?;
+                    count += 1;
+                }
+                progress(index - from + 1, Some(to - from));
+            }
+        }
+        Plan::Indexes(indexes) => {
+            let total = indexes.len() as u64;
+            for &index in indexes {
+                visit(index)?;
+                count += 1;
+                progress(count, Some(total));
+            }
+        }
+    }
+    Ok(count)
+}
+
 /// How the records of a scope are found.
-enum Plan {
+pub(crate) enum Plan {
     Entity {
         tenant: String,
         entity: String,
@@ -200,7 +228,11 @@ enum Plan {
     Indexes(BTreeSet<u64>),
 }
 
-fn resolve(ledger: &Ledger, head: &Head, scope: &Scope) -> Result<(ScopeDoc, Plan), ExportError> {
+pub(crate) fn resolve(
+    ledger: &Ledger,
+    head: &Head,
+    scope: &Scope,
+) -> Result<(ScopeDoc, Plan), ExportError> {
     match scope {
         Scope::Entity { tenant, entity } => {
             let first = ledger.entity_versions(tenant, entity, None, 1)?;
@@ -330,7 +362,7 @@ fn upstream(
     Ok(found)
 }
 
-fn decode(ledger: &Ledger, index: u64) -> Result<Leaf, ExportError> {
+pub(crate) fn decode(ledger: &Ledger, index: u64) -> Result<Leaf, ExportError> {
     Leaf::decode(&ledger.leaf(index)?).map_err(ExportError::from)
 }
 

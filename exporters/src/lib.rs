@@ -9,7 +9,10 @@
 //! - **offline verification** of a bundle ([`verify_bundle`]): signatures, every inclusion
 //!   proof and payload commitment, refs between the records, the manifest, and optionally
 //!   consistency with a later checkpoint. It needs nothing but the bundle and a verifier key;
-//! - standard provenance formats (PROV-JSON, DSSE/in-toto) — not yet: the next slice of issue 4.
+//! - standard provenance formats: W3C PROV-JSON of a scope ([`export_prov_json`]), and a DSSE
+//!   envelope ([`export_dsse`]) carrying an in-toto Statement v1 whose subjects are the records
+//!   and whose predicate is the bundle, verified offline by [`verify_dsse`]. [`export_as`]
+//!   writes any of the three ([`ExportFormat`]).
 //!
 //! It must not serve: no HTTP, no GraphQL. The server and the command line call it. The bundle
 //! format is documented field by field in `docs/export-format.md`, so that a regulator can write
@@ -40,12 +43,17 @@
 //! # Ok(()) }
 //! ```
 
+mod dsse;
 mod error;
 mod export;
 mod format;
 mod framer;
+mod output;
+mod prov;
 mod verify;
 
+#[cfg(test)]
+mod formats_tests;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +64,14 @@ pub use crate::export::{
 
 // Verifying bundles offline, and what a verified bundle holds.
 pub use crate::verify::{verify_bundle, BundleReport, ConsistencyProof, KeyTrust, LaterCheckpoint};
+
+// Standard formats: choosing one, PROV-JSON, and DSSE envelopes (written and verified).
+pub use crate::dsse::{
+    export_dsse, looks_like_envelope, pae, verify_dsse, BUNDLE_PREDICATE_TYPE, DSSE_PAYLOAD_TYPE,
+    STATEMENT_TYPE,
+};
+pub use crate::output::{export_as, export_as_file, ExportFormat};
+pub use crate::prov::{export_prov_json, is_activity, ACTIVITY_KINDS, PROV_NAMESPACE};
 
 // The format's name and version, as written in every bundle.
 pub use crate::format::{BUNDLE_FORMAT, BUNDLE_VERSION};

@@ -5,7 +5,8 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use provledger_ledger::LedgerError;
+use provledger_exporters::ExportError;
+use provledger_ledger::{AccessError, LedgerError};
 use provledger_query::QueryError;
 use serde::Serialize;
 
@@ -35,6 +36,16 @@ impl ApiError {
     /// A resource that does not exist.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 401: no valid bearer token (answered with `WWW-Authenticate: Bearer`).
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: the token is valid but its role or tenant does not allow this.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     /// Any status with a code and message.
@@ -96,11 +107,26 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"provledger\""));
+        }
         res.json(Body {
             message: &self.message,
             code: self.code,
             kind: self.kind(),
         })
+    }
+}
+
+impl From<AccessError> for ApiError {
+    fn from(e: AccessError) -> ApiError {
+        let msg = e.to_string();
+        match e {
+            AccessError::Invalid { .. } => ApiError::bad_request("invalid_token_request", msg),
+            AccessError::UnknownToken(_) => ApiError::not_found(msg),
+            AccessError::Ledger(inner) => ApiError::from(inner),
+            other => ApiError::internal(&other),
+        }
     }
 }
 
@@ -118,6 +144,8 @@ impl From<LedgerError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", msg)
             }
             L::NotFound => ApiError::not_found(msg),
+            L::KeyRotation(_) => ApiError::new(StatusCode::CONFLICT, "key_rotation_refused", msg),
+            L::NothingToErase => ApiError::new(StatusCode::CONFLICT, "nothing_to_erase", msg),
             L::OutOfRange { .. } => ApiError::bad_request("out_of_range", msg),
             L::InvalidRange(_) => ApiError::bad_request("invalid_range", msg),
             L::Pushback => ApiError {
@@ -129,6 +157,24 @@ impl From<LedgerError> for ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg)
             },
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> ApiError {
+        use ExportError as X;
+        let msg = e.to_string();
+        match e {
+            X::InvalidScope(_) | X::LineageTooLarge { .. } => {
+                ApiError::bad_request("invalid_scope", msg)
+            }
+            X::UnknownFormat(_) => ApiError::bad_request("unknown_format", msg),
+            X::UnknownRecord(_) | X::UnknownEntity { .. } => ApiError::not_found(msg),
+            // Another tenant's record answers exactly like one that does not exist.
+            X::OtherTenant { id, .. } => ApiError::not_found(X::UnknownRecord(id).to_string()),
+            X::Ledger(inner) => ApiError::from(inner),
             other => ApiError::internal(&other),
         }
     }
@@ -158,6 +204,10 @@ pub(crate) enum GqlCode {
     Unavailable,
     /// A server-side failure; the server log has the details.
     Internal,
+    /// The request carries no valid bearer token.
+    Unauthenticated,
+    /// The token's role or tenant does not allow this field.
+    Forbidden,
 }
 
 impl GqlCode {
@@ -170,6 +220,8 @@ impl GqlCode {
             GqlCode::Overloaded => "OVERLOADED",
             GqlCode::Unavailable => "UNAVAILABLE",
             GqlCode::Internal => "INTERNAL",
+            GqlCode::Unauthenticated => "UNAUTHENTICATED",
+            GqlCode::Forbidden => "FORBIDDEN",
         }
     }
 }
@@ -230,6 +282,7 @@ impl From<LedgerError> for Failure {
             | L::InvalidRange(_) => Failure::bad_input(msg),
             L::IdempotencyConflict { .. } => Failure::new(GqlCode::Conflict, msg),
             L::NotFound => Failure::new(GqlCode::NotFound, msg),
+            L::NothingToErase => Failure::new(GqlCode::Conflict, msg),
             L::Pushback => Failure {
                 retry_after: Some(1),
                 ..Failure::new(GqlCode::Overloaded, msg)

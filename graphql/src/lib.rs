@@ -3,7 +3,11 @@
 //! This crate owns the wire: the ingestion endpoint (`POST /v1/records`), proofs, record
 //! lookup, the C2SP tlog-tiles static read API (`/checkpoint`, `/tile/…`), health and
 //! Prometheus metrics, the GraphQL API (`POST /graphql`: records, listings, lineage with
-//! proofs against one checkpoint, appends), and the single place that maps library errors to
+//! proofs against one checkpoint, appends; `GET /graphql`: the GraphiQL console, served from
+//! vendored assets; `/graphql/ws`: live subscriptions over graphql-transport-ws), exports
+//! streamed from the server (`POST /v1/exports`: bundle, PROV-JSON, DSSE, written by
+//! `provledger-exporters`), OpenLineage run events (`POST /api/v1/lineage`), and the
+//! single place that maps library errors to
 //! HTTP status codes and JSON error bodies, and to GraphQL `extensions.code`s.
 //!
 //! It must not hold business logic: validation of records, hashing, proofs and storage
@@ -16,7 +20,8 @@
 //! # async fn run(ledger: provledger_ledger::Ledger) -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = prometheus::Registry::new();
 //! let http = HttpMetrics::register(&registry)?;
-//! let state = AppState { ledger, http, registry, settings: ServerSettings::default().into() };
+//! let tokens = provledger_ledger::TokenStore::open(std::path::Path::new("./data"))?.into();
+//! let state = AppState { ledger, http, registry, settings: ServerSettings::default().into(), tokens };
 //! HttpServer::new(move || App::new().wrap(from_fn(observe)).configure(configure(state.clone())))
 //!     .bind(("127.0.0.1", 8080))?
 //!     .run()
@@ -24,13 +29,24 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
+mod changes;
+mod console;
+mod erasure;
 mod error;
+mod exports;
+mod hitl;
+mod keys;
 mod observe;
+mod openlineage;
 mod schema;
 mod server;
+mod subscription;
 mod tiles;
+mod tokens;
 
 // The public surface: the app factory, its state, and the error type handlers return.
+pub use crate::auth::{authorize, Access, Caller, RouteRule, FIELDS, ROUTES};
 pub use crate::error::ApiError;
 pub use crate::observe::{observe, HttpMetrics};
 pub use crate::server::{

@@ -12,13 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_graphql::{
-    ComplexObject, Context, EmptySubscription, Enum, InputObject, Json, Object, Schema,
-    SimpleObject, ID,
+    ComplexObject, Context, Enum, InputObject, Json, Object, Schema, SimpleObject, ID,
 };
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use provledger_ledger::{
-    Ledger, PreparedRecord, Receipt as LedgerReceipt, RecordInput, StoredRecord,
+    Ledger, LedgerError, PreparedRecord, Receipt as LedgerReceipt, RecordInput, Role, StoredRecord,
 };
 use provledger_query::{
     Connection, Direction, Limits, Page, PayloadState, TraceOptions, DEFAULT_MAX_NODES,
@@ -26,8 +25,10 @@ use provledger_query::{
 };
 use provledger_signer::Hash;
 
+use crate::auth::{Caller, Denied};
 use crate::error::Failure;
 use crate::server::{parse_id, MAX_RECORDS_PER_REQUEST};
+use crate::subscription::SubscriptionRoot;
 
 /// Deepest selection a query may nest (fields inside fields).
 pub const MAX_QUERY_DEPTH: usize = 16;
@@ -41,14 +42,15 @@ pub const MAX_QUERY_COMPLEXITY: usize = 100_000;
 pub const REFS_COST: usize = 10;
 
 /// The provledger schema.
-pub type ProvSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type ProvSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema over a ledger, with its depth and complexity limits.
 pub fn build(ledger: Ledger) -> ProvSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
         .data(ledger)
         .limit_depth(MAX_QUERY_DEPTH)
         .limit_complexity(MAX_QUERY_COMPLEXITY)
+        .extension(crate::auth::FieldRules)
         .finish()
 }
 
@@ -81,6 +83,17 @@ where
     tokio::task::spawn_blocking(move || f(&ledger)).await?
 }
 
+/// The caller of the request (anonymous when the server put none in the context).
+fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
+    static ANONYMOUS: Caller = Caller::Anonymous;
+    ctx.data_opt::<Caller>().unwrap_or(&ANONYMOUS)
+}
+
+/// The tenant the caller may see (`None`: every tenant), owned for blocking closures.
+fn tenant_scope(ctx: &Context<'_>) -> Option<String> {
+    caller(ctx).tenant_scope().map(str::to_owned)
+}
+
 fn id_arg(id: &ID) -> Result<Hash, Failure> {
     parse_id(id).ok_or_else(|| {
         Failure::bad_input(format!(
@@ -102,13 +115,20 @@ impl QueryRoot {
     /// A record by id.
     async fn record(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Record>, Failure> {
         let hash = id_arg(&id)?;
-        let r = blocking(ctx, move |l| Ok(l.record(&hash, None)?)).await?;
+        let tenant = tenant_scope(ctx);
+        let r = blocking(ctx, move |l| Ok(l.record(&hash, tenant.as_deref())?)).await?;
+        if !caller(ctx).may_read_kind(&r.leaf.kind) {
+            // Like a record that does not exist: a kind limit must not leak existence.
+            return Err(LedgerError::NotFound.into());
+        }
         Ok(Some(Record(Arc::new(r))))
     }
 
-    /// Records matching a filter, oldest first. Without an `entity`, this slice scans the log
-    /// in order and examines at most 10,000 records per call: a page may then be short (even
-    /// empty) with `hasNextPage` true and an `endCursor` to go on from.
+    /// Records matching a filter, oldest first, read from the kind, actor (type and id), entity
+    /// and time indexes. A filter no index serves (an actor type or id alone; a tenant-scoped
+    /// caller filtering by time only) scans the log in order and examines at most 10,000 records
+    /// per call: a page may then be short (even empty) with `hasNextPage` true and an
+    /// `endCursor` to go on from.
     #[graphql(complexity = "page_cost(first, child_complexity)")]
     async fn records(
         &self,
@@ -119,8 +139,25 @@ impl QueryRoot {
     ) -> Result<RecordConnection, Failure> {
         let page = page(first, after.as_deref())?;
         let filter = filter.map(RecordFilter::into_query).unwrap_or_default();
+        if let Caller::Token(t) = caller(ctx) {
+            if t.role != Role::Admin
+                && t.kinds.is_some()
+                && !filter.kind.as_deref().is_some_and(|k| t.allows_kind(k))
+            {
+                return Err(Denied(
+                    "this token is limited to some kinds: name one of them in filter.kind".into(),
+                )
+                .into());
+            }
+        }
+        let tenant = tenant_scope(ctx);
         let conn = blocking(ctx, move |l| {
-            Ok(provledger_query::records(l, &filter, &page, None)?)
+            Ok(provledger_query::records(
+                l,
+                &filter,
+                &page,
+                tenant.as_deref(),
+            )?)
         })
         .await?;
         Ok(RecordConnection::from(conn))
@@ -151,6 +188,7 @@ impl QueryRoot {
         let hash = id_arg(&id)?;
         let limits = Limits::new(depth.map(u64::from), max_nodes.map(u64::from))?;
         let (kinds, roles) = (kinds.unwrap_or_default(), roles.unwrap_or_default());
+        let tenant = tenant_scope(ctx);
         blocking(ctx, move |l| {
             let checkpoint = Checkpoint::as_of(l, as_of)?;
             let opts = TraceOptions {
@@ -158,6 +196,7 @@ impl QueryRoot {
                 as_of: Some(checkpoint.tree_size),
                 kinds: &kinds,
                 roles: &roles,
+                tenant: tenant.as_deref(),
                 ..TraceOptions::new(direction.into())
             };
             let lineage = provledger_query::trace(l, &hash, &opts)?;
@@ -181,6 +220,51 @@ impl QueryRoot {
             })
         })
         .await
+    }
+
+    /// Escalated decisions (attribute `requires_approval: true`) that no `approval` or
+    /// `rejection` record cites yet, oldest first: the queue a human works through.
+    #[graphql(complexity = "page_cost(first, child_complexity)")]
+    async fn pending_approvals(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<u32>,
+        after: Option<String>,
+    ) -> Result<RecordConnection, Failure> {
+        let page = page(first, after.as_deref())?;
+        let tenant = tenant_scope(ctx);
+        let conn = blocking(ctx, move |l| {
+            Ok(provledger_query::pending_approvals(
+                l,
+                &page,
+                tenant.as_deref(),
+            )?)
+        })
+        .await?;
+        Ok(RecordConnection::from(conn))
+    }
+
+    /// Intervention figures of the decisions made in `[from, to)` (ledger time, ms since the
+    /// Unix epoch; open-ended when absent): escalations, approvals, rejections, time to
+    /// approval, in total, per agent and per policy version. A range holding more than 100,000
+    /// decisions is refused (BAD_INPUT): narrow it.
+    async fn stats(
+        &self,
+        ctx: &Context<'_>,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<crate::hitl::InterventionStats, Failure> {
+        let tenant = tenant_scope(ctx);
+        let stats = blocking(ctx, move |l| {
+            Ok(provledger_query::intervention_stats(
+                l,
+                from,
+                to,
+                tenant.as_deref(),
+            )?)
+        })
+        .await?;
+        Ok(crate::hitl::InterventionStats::new(from, to, stats))
     }
 
     /// The latest signed checkpoint.
@@ -211,7 +295,21 @@ impl QueryRoot {
         index: u64,
         tree_size: Option<u64>,
     ) -> Result<InclusionProof, Failure> {
-        let p = blocking(ctx, move |l| Ok(l.inclusion_proof(index, tree_size)?)).await?;
+        let tenant = tenant_scope(ctx);
+        let p = blocking(ctx, move |l| {
+            let proof = l.inclusion_proof(index, tree_size)?;
+            // Another tenant's leaf answers like an index that holds nothing of the caller's.
+            if tenant.is_some_and(|t| {
+                t != l
+                    .record_at(index)
+                    .map(|r| r.leaf.tenant)
+                    .unwrap_or_default()
+            }) {
+                return Err(LedgerError::NotFound.into());
+            }
+            Ok(proof)
+        })
+        .await?;
         Ok(InclusionProof::from(p))
     }
 }
@@ -229,7 +327,9 @@ impl MutationRoot {
     /// Appends one record; answers once it is durable and signed, with the same receipt as
     /// `POST /v1/records`.
     async fn append(&self, ctx: &Context<'_>, record: RecordInputGql) -> Result<Receipt, Failure> {
-        let prepared = PreparedRecord::prepare(record.into_ledger()?, "record")?;
+        let mut input = record.into_ledger()?;
+        caller(ctx).claim_record(&mut input, "record")?;
+        let prepared = prepare(ctx, input, "record")?;
         let mut receipts = append(ctx, vec![prepared]).await?;
         receipts
             .pop()
@@ -256,10 +356,10 @@ impl MutationRoot {
             .into_iter()
             .enumerate()
             .map(|(i, r)| {
-                Ok(PreparedRecord::prepare(
-                    r.into_ledger()?,
-                    &format!("records[{i}]"),
-                )?)
+                let field = format!("records[{i}]");
+                let mut input = r.into_ledger()?;
+                caller(ctx).claim_record(&mut input, &field)?;
+                prepare(ctx, input, &field)
             })
             .collect::<Result<_, Failure>>()?;
         Ok(append(ctx, prepared)
@@ -268,6 +368,18 @@ impl MutationRoot {
             .map(Receipt::from)
             .collect())
     }
+}
+
+/// Validates a record and scrubs its payload with the ledger's redaction policy.
+fn prepare(
+    ctx: &Context<'_>,
+    input: provledger_ledger::RecordInput,
+    field: &str,
+) -> Result<PreparedRecord, Failure> {
+    let ledger = ctx
+        .data::<Ledger>()
+        .map_err(|e| Failure::internal(&e.message))?;
+    Ok(ledger.prepare(input, field)?)
 }
 
 async fn append(
@@ -282,7 +394,7 @@ async fn append(
 
 /// A record, as stored.
 #[derive(Clone)]
-pub struct Record(Arc<StoredRecord>);
+pub struct Record(pub(crate) Arc<StoredRecord>);
 
 #[Object]
 impl Record {
@@ -337,6 +449,16 @@ impl Record {
     /// SHA-256(salt ‖ RFC 8785 payload), base64; null without a payload.
     async fn commitment(&self) -> Option<String> {
         self.0.leaf.commitment.map(|c| B64.encode(c))
+    }
+
+    /// The redaction policy that scrubbed the record (leaf key `redaction`); null for leaves
+    /// written before redaction policies were recorded.
+    async fn redaction(&self) -> Option<Redaction> {
+        self.0.leaf.redaction.as_ref().map(|r| Redaction {
+            version: r.version.clone(),
+            digest: hex::encode(r.digest),
+            policy: r.policy.map(|p| ID(hex::encode(p))),
+        })
     }
 
     /// Data class.
@@ -419,6 +541,17 @@ impl Record {
         Ok(RecordConnection::from(conn))
     }
 
+    /// What changed from the previous version of this record's entity (in its tenant): null
+    /// when the record names no entity or is the entity's first version.
+    async fn changes(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Option<crate::changes::RecordChanges>, Failure> {
+        let record = Arc::clone(&self.0);
+        let changes = blocking(ctx, move |l| Ok(provledger_query::changes(l, &record)?)).await?;
+        Ok(changes.map(crate::changes::RecordChanges))
+    }
+
     /// Inclusion proof of this record against a tree size (the current one when absent).
     async fn proof(
         &self,
@@ -431,20 +564,32 @@ impl Record {
     }
 }
 
+/// The redaction policy that scrubbed a record.
+#[derive(SimpleObject)]
+pub(crate) struct Redaction {
+    /// The policy's version.
+    version: String,
+    /// SHA-256 of the policy's canonical JSON (RFC 8785), lowercase hex.
+    digest: String,
+    /// Id of the `policy` record holding the policy; null for the built-in policy and for a
+    /// policy record itself.
+    policy: Option<ID>,
+}
+
 /// Who wrote a record.
 #[derive(SimpleObject)]
-struct Actor {
+pub(crate) struct Actor {
     /// `agent`, `human`, `service`, …
     #[graphql(name = "type")]
-    kind: String,
+    pub(crate) kind: String,
     /// Identifier within its type.
-    id: String,
+    pub(crate) id: String,
 }
 
 /// A source a record cites.
-struct Ref {
-    role: String,
-    hash: Hash,
+pub(crate) struct Ref {
+    pub(crate) role: String,
+    pub(crate) hash: Hash,
 }
 
 #[Object]
@@ -593,15 +738,15 @@ struct Lineage {
 
 /// A checkpoint: a tree size and its root hash, with the signed note when the server has it.
 #[derive(SimpleObject)]
-struct Checkpoint {
-    tree_size: u64,
+pub(crate) struct Checkpoint {
+    pub(crate) tree_size: u64,
     /// RFC 6962 root hash, base64.
-    root_hash: String,
+    pub(crate) root_hash: String,
     /// The C2SP signed checkpoint note. For a past tree size (`asOf`) it is the note the log
     /// signed at exactly that size when a batch ended there (every size a receipt was given
     /// for); otherwise null, and the root is recomputed from the stored tree: check it against a
     /// checkpoint you hold, or with a consistency proof to the current one.
-    note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 impl Checkpoint {
@@ -726,7 +871,7 @@ impl From<provledger_query::Edge> for LineageEdge {
 
 /// RFC 6962 inclusion proof.
 #[derive(SimpleObject)]
-struct InclusionProof {
+pub(crate) struct InclusionProof {
     index: u64,
     tree_size: u64,
     /// SHA-256(0x00 ‖ leaf), base64.
@@ -872,6 +1017,9 @@ mod tests {
             "endCursor: String",
             "type Query {",
             "type Mutation {",
+            "type Subscription {",
+            "recordAppended(",
+            "changes: RecordChanges",
         ] {
             assert!(sdl.contains(contract), "schema lacks {contract:?}:\n{sdl}");
         }
@@ -894,7 +1042,7 @@ mod tests {
     }
 
     fn build_sdl() -> String {
-        Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
             .finish()
             .sdl()
     }

@@ -7,7 +7,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use provledger_ledger::{Ledger, PreparedRecord, Receipt, RecordInput, StoredRecord};
+use provledger_ledger::{Ledger, Receipt, RecordInput, StoredRecord};
 use provledger_signer::Hash;
 use serde::Serialize;
 
@@ -23,12 +23,19 @@ pub const MAX_RECORDS_PER_REQUEST: usize = 10_000;
 pub struct ServerSettings {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Serve entry bundles (`/tile/entries/…`, every tenant's leaf metadata) without a token.
+    pub public_log: bool,
+    /// The signing key file, which `POST /v1/keys/rotate` replaces (rotation is refused
+    /// without one).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             max_body_bytes: 16 * 1024 * 1024,
+            public_log: false,
+            key_file: None,
         }
     }
 }
@@ -44,6 +51,8 @@ pub struct AppState {
     pub http: crate::HttpMetrics,
     /// Settings.
     pub settings: Arc<ServerSettings>,
+    /// Bearer tokens: who may call what (see `crate::auth`).
+    pub tokens: Arc<provledger_ledger::TokenStore>,
 }
 
 /// Registers every route of the provledger HTTP API on an actix `App`.
@@ -53,18 +62,43 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         let schema = crate::schema::build(state.ledger.clone());
         cfg.app_data(web::Data::new(state))
             .app_data(web::Data::new(schema))
-            .app_data(web::PayloadConfig::new(limit))
+            .app_data(web::Data::new(crate::auth::RouteTable::new()))
+            .app_data(web::PayloadConfig::new(limit));
+        // Every route sits behind the authorization middleware, which refuses any request
+        // that no rule in `auth::ROUTES` covers: add the rule with the route.
+        let routes = web::scope("")
+            .wrap(actix_web::middleware::from_fn(crate::auth::authorize))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .route("/checkpoint", web::get().to(checkpoint))
             .route("/tile/{rest:.*}", web::get().to(tile))
-            .route("/v1/key", web::get().to(key))
+            .route("/v1/key", web::get().to(crate::keys::key_text))
+            .route("/v1/keys", web::get().to(crate::keys::keys_json))
+            .route("/v1/keys/rotate", web::post().to(crate::keys::rotate))
+            .route("/v1/keys/{key}/retire", web::post().to(crate::keys::retire))
             .route("/v1/records", web::post().to(append))
             .route("/v1/records/{id}", web::get().to(record))
             .route("/v1/proofs/inclusion", web::get().to(inclusion_proof))
             .route("/v1/proofs/consistency", web::get().to(consistency_proof))
             .route("/graphql", web::post().to(graphql))
+            // GraphiQL (GET /graphql, /graphql/assets/…) and subscriptions (/graphql/ws).
+            .configure(crate::console::routes)
+            .configure(crate::subscription::routes)
+            .route("/v1/tokens", web::post().to(crate::tokens::create))
+            .route("/v1/tokens", web::get().to(crate::tokens::list))
+            .route("/v1/tokens/{id}", web::delete().to(crate::tokens::revoke))
+            .route("/v1/exports", web::post().to(crate::exports::create))
+            .route(
+                "/v1/records/{id}/erase",
+                web::post().to(crate::erasure::erase_record),
+            )
+            .route("/v1/erasures", web::post().to(crate::erasure::erase_many))
+            .route(
+                "/api/v1/lineage",
+                web::post().to(crate::openlineage::ingest),
+            )
             .default_service(web::to(not_found));
+        cfg.service(routes);
     }
 }
 
@@ -82,6 +116,7 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 async fn graphql(
     state: web::Data<AppState>,
     schema: web::Data<ProvSchema>,
+    caller: crate::auth::Caller,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> HttpResponse {
     let request = body
@@ -95,7 +130,9 @@ async fn graphql(
             })
         });
     match request {
-        Ok(request) => HttpResponse::Ok().json(crate::schema::execute(&schema, request).await),
+        Ok(request) => {
+            HttpResponse::Ok().json(crate::schema::execute(&schema, request.data(caller)).await)
+        }
         Err(e) => e.graphql_response(),
     }
 }
@@ -129,12 +166,6 @@ async fn checkpoint(state: web::Data<AppState>) -> HttpResponse {
         .content_type("text/plain; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(state.ledger.head().checkpoint.clone())
-}
-
-async fn key(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body(format!("{}\n", state.ledger.verifier()))
 }
 
 async fn tile(
@@ -190,6 +221,7 @@ impl From<Receipt> for ReceiptJson {
 async fn append(
     state: web::Data<AppState>,
     req: HttpRequest,
+    caller: crate::auth::Caller,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.map_err(|e| body_error(&e, state.settings.max_body_bytes))?;
@@ -218,13 +250,14 @@ async fn append(
         ));
     }
     let mut prepared = Vec::with_capacity(inputs.len());
-    for (i, input) in inputs.into_iter().enumerate() {
+    for (i, mut input) in inputs.into_iter().enumerate() {
         let field = if single {
             "record".to_owned()
         } else {
             format!("records[{i}]")
         };
-        prepared.push(PreparedRecord::prepare(input, &field)?);
+        caller.claim_record(&mut input, &field)?;
+        prepared.push(state.ledger.prepare(input, &field)?);
     }
     let receipts = state.ledger.append(prepared).await?;
     let mut json: Vec<ReceiptJson> = receipts.into_iter().map(ReceiptJson::from).collect();
@@ -309,7 +342,7 @@ fn is_msgpack(req: &HttpRequest) -> bool {
         .unwrap_or(false)
 }
 
-fn body_error(e: &actix_web::Error, limit: usize) -> ApiError {
+pub(crate) fn body_error(e: &actix_web::Error, limit: usize) -> ApiError {
     // Covers actix's payload overflow and any other extractor error that means "too large".
     if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(
@@ -343,6 +376,17 @@ struct RecordJson {
     commitment: Option<String>,
     payload: Option<serde_json::Value>,
     salt: Option<String>,
+    /// The redaction policy that scrubbed the record (absent in leaves older than policies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redaction: Option<RedactionJson>,
+}
+
+/// A leaf's `redaction` as JSON: policy version, digest and policy record id in hex.
+#[derive(Serialize)]
+struct RedactionJson {
+    version: String,
+    digest: String,
+    policy: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -376,12 +420,18 @@ impl From<StoredRecord> for RecordJson {
             commitment: l.commitment.map(|c| B64.encode(c)),
             payload: r.payload,
             salt: r.salt.map(|s| B64.encode(s)),
+            redaction: l.redaction.map(|x| RedactionJson {
+                version: x.version,
+                digest: hex::encode(x.digest),
+                policy: x.policy.map(hex::encode),
+            }),
         }
     }
 }
 
 async fn record(
     state: web::Data<AppState>,
+    caller: crate::auth::Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
@@ -392,7 +442,12 @@ async fn record(
         )
     })?;
     let ledger = state.ledger.clone();
-    let rec = web::block(move || ledger.record(&hash, None)).await??;
+    let tenant = caller.tenant_scope().map(str::to_owned);
+    let rec = web::block(move || ledger.record(&hash, tenant.as_deref())).await??;
+    if !caller.may_read_kind(&rec.leaf.kind) {
+        // Answered like a record that does not exist: a kind limit must not leak existence.
+        return Err(ApiError::from(provledger_ledger::LedgerError::NotFound));
+    }
     Ok(HttpResponse::Ok().json(RecordJson::from(rec)))
 }
 
@@ -455,12 +510,24 @@ impl Params {
 
 async fn inclusion_proof(
     state: web::Data<AppState>,
+    caller: crate::auth::Caller,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let params = Params::parse(&req, &["index", "tree_size"])?;
     let (index, tree_size) = (params.required("index")?, params.u64("tree_size")?);
     let ledger = state.ledger.clone();
-    let p = web::block(move || ledger.inclusion_proof(index, tree_size)).await??;
+    let tenant = caller.tenant_scope().map(str::to_owned);
+    let p = web::block(move || {
+        let proof = ledger.inclusion_proof(index, tree_size)?;
+        // Another tenant's leaf answers like an index that holds nothing of the caller's.
+        if let Some(t) = tenant {
+            if ledger.record_at(index)?.leaf.tenant != t {
+                return Err(provledger_ledger::LedgerError::NotFound);
+            }
+        }
+        Ok(proof)
+    })
+    .await??;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "index": p.index,
         "tree_size": p.tree_size,

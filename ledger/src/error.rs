@@ -40,6 +40,10 @@ pub enum LedgerError {
     /// No record has that id (or it belongs to another tenant).
     #[error("record not found")]
     NotFound,
+    /// An erasure named a record that was written without a payload: there is nothing to
+    /// destroy, and its leaf already holds no content beyond metadata.
+    #[error("the record has no payload to erase")]
+    NothingToErase,
     /// A leaf index or tree size is outside the current log.
     #[error("{what} {value} is out of range: the tree has {tree_size} entries")]
     OutOfRange {
@@ -70,6 +74,9 @@ pub enum LedgerError {
     /// Stored data does not match what it must be.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// A key rotation or retirement that would break the chain of keys.
+    #[error("key rotation refused: {0}")]
+    KeyRotation(String),
     /// The signing step failed.
     #[error("signing failed: {0}")]
     Signing(String),

@@ -1,7 +1,7 @@
 //! [`Ledger`]: the handle the server and the command line use. Appends go to the writer
 //! thread; reads are blocking fjall calls that async callers must run off the executor.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,13 +11,19 @@ use std::time::Instant;
 use provledger_signer::{leaf_hash, Checkpoint, Hash, SigningKey, VerifierKey};
 use tokio::sync::oneshot;
 
+use crate::keyring::{KeyEntry, KeyRing};
 use crate::metrics::Metrics;
-use crate::pipeline::{Committed, Head, Job, Shared, Writer};
-use crate::record::{Leaf, PreparedRecord};
+use crate::pipeline::{Appended, Committed, Head, Job, Shared, Writer};
+use crate::policy::Redactor;
+use crate::record::{Leaf, PreparedRecord, RecordInput};
 use crate::store::{Store, TileReader};
 use crate::tiles::row_len;
 use crate::tree::{self, Memo, HASH_LEN, TILE_WIDTH};
 use crate::LedgerError;
+
+/// Committed batches a [`Ledger::subscribe`] receiver may fall behind before it is told it
+/// lagged.
+pub const SUBSCRIBER_BACKLOG: usize = 1024;
 
 /// How to open a ledger.
 #[derive(Clone, Debug)]
@@ -105,11 +111,19 @@ pub struct Ledger {
 struct Inner {
     store: Store,
     shared: Arc<Shared>,
-    verifier: VerifierKey,
+    /// The key that signs checkpoints now; the writer reads it for every batch.
+    signing: Arc<RwLock<SigningKey>>,
+    /// Every key the log has used (`keys.json`), and the lock that serializes rotations.
+    keys: Mutex<KeyRing>,
+    data_dir: PathBuf,
+    /// The background thread that records segment digests (`crate::seal`), and its stop flag.
+    sealer: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
     metrics: Metrics,
     tx: Mutex<Option<SyncSender<Job>>>,
     max_queued_bytes: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The redaction policy [`Ledger::prepare`] applies (the built-in one until installed).
+    redactor: RwLock<Arc<Redactor>>,
 }
 
 impl Drop for Inner {
@@ -122,7 +136,39 @@ impl Drop for Inner {
                 let _ = handle.join();
             }
         }
+        if let Ok(mut sealer) = self.sealer.lock() {
+            if let Some((stop, handle)) = sealer.take() {
+                stop.store(true, Ordering::Release);
+                handle.thread().unpark();
+                let _ = handle.join();
+            }
+        }
+        // The last word on segment digests, now that no batch is in flight.
+        if let Err(e) = crate::seal::seal(&self.data_dir, &self.store) {
+            tracing::warn!(error = %e, "cannot record segment digests at close");
+        }
     }
+}
+
+/// Records segment digests every [`crate::seal::SEAL_EVERY`] until `stop` is set.
+fn spawn_sealer(
+    dir: PathBuf,
+    store: Store,
+) -> std::io::Result<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let handle = std::thread::Builder::new()
+        .name("provledger-sealer".into())
+        .spawn(move || loop {
+            std::thread::park_timeout(crate::seal::SEAL_EVERY);
+            if flag.load(Ordering::Acquire) {
+                return;
+            }
+            if let Err(e) = crate::seal::seal(&dir, &store) {
+                tracing::warn!(error = %e, "cannot record segment digests");
+            }
+        })?;
+    Ok((stop, handle))
 }
 
 impl Ledger {
@@ -135,7 +181,14 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         let store = Store::open(&config.data_dir, config.cache_bytes)?;
         let state = store.state()?;
-        crate::watermark::check(&config.data_dir, &key.verifier(), state.size)?;
+        let mut ring = KeyRing::load(&config.data_dir)?;
+        if ring.entries().is_empty() {
+            ring = KeyRing::first(&key.verifier());
+            ring.save(&config.data_dir)?;
+        }
+        // The signing key and every key joined to it by signed rotation statements.
+        let trusted = ring.trusted_from(std::slice::from_ref(&key.verifier()));
+        crate::watermark::check(&config.data_dir, &trusted, state.size)?;
         let metrics = Metrics::register(registry)
             .map_err(|e| LedgerError::Corrupt(format!("metrics registration failed: {e}")))?;
         let head = if state.checkpoint.is_empty() {
@@ -151,10 +204,7 @@ impl Ledger {
                 checkpoint: key.sign_checkpoint(&cp),
             }
         } else {
-            let verified = provledger_signer::verify_checkpoint(
-                &state.checkpoint,
-                std::slice::from_ref(&key.verifier()),
-            )
+            let verified = provledger_signer::verify_checkpoint(&state.checkpoint, &trusted)
             .map_err(|e| {
                 LedgerError::Corrupt(format!(
                     "the log's latest checkpoint does not verify with signing key {}: {e}; start with the key this log was created with",
@@ -181,6 +231,13 @@ impl Ledger {
                 checkpoint: state.checkpoint.clone(),
             }
         };
+        if !ring.is_current(&key.verifier()) {
+            return Err(LedgerError::KeyRotation(format!(
+                "signing key {} is not this log's current key ({}); start with the current key file",
+                key.verifier(),
+                ring.current().map_or("none", |k| k.vkey.as_str())
+            )));
+        }
         metrics
             .tree_size
             .set(i64::try_from(head.size).unwrap_or(i64::MAX));
@@ -188,12 +245,17 @@ impl Ledger {
             head: RwLock::new(Arc::new(head)),
             poisoned: Default::default(),
             queued_bytes: Default::default(),
+            erased_payloads: Default::default(),
+            appended: tokio::sync::broadcast::channel(SUBSCRIBER_BACKLOG).0,
         });
-        let verifier = key.verifier();
+        let signing = Arc::new(RwLock::new(key));
+        // Data directories from before the kind/actor/decision indexes: build them once.
+        crate::indexes::backfill(&store, state.size)?;
+        let sealer_store = store.clone();
         let writer = Writer::new(
             store.clone(),
             crate::watermark::Watermark::new(&config.data_dir),
-            key,
+            Arc::clone(&signing),
             &state,
             Arc::clone(&shared),
             metrics.clone(),
@@ -207,11 +269,15 @@ impl Ledger {
             inner: Arc::new(Inner {
                 store,
                 shared,
-                verifier,
+                signing,
+                keys: Mutex::new(ring),
+                sealer: Mutex::new(Some(spawn_sealer(config.data_dir.clone(), sealer_store)?)),
+                data_dir: config.data_dir.clone(),
                 metrics,
                 tx: Mutex::new(Some(tx)),
                 max_queued_bytes: config.max_queued_bytes.max(1),
                 writer: Mutex::new(Some(handle)),
+                redactor: RwLock::new(Arc::new(Redactor::builtin().clone())),
             }),
         })
     }
@@ -223,6 +289,7 @@ impl Ledger {
         if self.is_poisoned() {
             return Err(LedgerError::Poisoned);
         }
+        crate::erase::check_append(&records)?;
         let (reply, rx) = oneshot::channel();
         let bytes = records.iter().map(PreparedRecord::approx_bytes).sum();
         let queued = &self.inner.shared.queued_bytes;
@@ -236,6 +303,7 @@ impl Ledger {
             records,
             bytes,
             reply,
+            erasure: None,
         };
         let sent = match self.inner.tx.lock() {
             Ok(guard) => match guard.as_ref() {
@@ -271,6 +339,7 @@ impl Ledger {
         &self,
         records: Vec<PreparedRecord>,
     ) -> Result<Vec<Receipt>, LedgerError> {
+        crate::erase::check_append(&records)?;
         let (reply, rx) = oneshot::channel();
         let bytes = records.iter().map(PreparedRecord::approx_bytes).sum();
         self.inner
@@ -281,6 +350,7 @@ impl Ledger {
             records,
             bytes,
             reply,
+            erasure: None,
         };
         let sent = match self.inner.tx.lock() {
             Ok(guard) => guard
@@ -303,7 +373,36 @@ impl Ledger {
         self.receipts(committed)
     }
 
-    fn receipts(&self, committed: Committed) -> Result<Vec<Receipt>, LedgerError> {
+    /// The storage handles (erasure, retention and compaction read them).
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Hands a job that reserves no queue bytes (erasures) to the writer: waiting for room
+    /// when `block`, else answering [`LedgerError::Pushback`] when the queue is full.
+    pub(crate) fn submit(&self, job: Job, block: bool) -> Result<(), LedgerError> {
+        if self.is_poisoned() {
+            return Err(LedgerError::Poisoned);
+        }
+        let guard = self
+            .inner
+            .tx
+            .lock()
+            .map_err(|_| LedgerError::ShuttingDown)?;
+        let tx = guard.as_ref().ok_or(LedgerError::ShuttingDown)?;
+        if block {
+            return tx.send(job).map_err(|_| LedgerError::ShuttingDown);
+        }
+        tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                self.inner.metrics.pushback.inc();
+                LedgerError::Pushback
+            }
+            TrySendError::Disconnected(_) => LedgerError::ShuttingDown,
+        })
+    }
+
+    pub(crate) fn receipts(&self, committed: Committed) -> Result<Vec<Receipt>, LedgerError> {
         let head = committed.head;
         let mut nodes = Memo::new(TileReader::new(&self.inner.store));
         let mut out = Vec::with_capacity(committed.entries.len());
@@ -338,14 +437,149 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Subscribes to the log's growth: one [`Appended`] per committed batch, sent only after
+    /// the batch is fsynced and its signed head is published (so [`Ledger::head`] and reads
+    /// already cover it). A receiver more than [`SUBSCRIBER_BACKLOG`] batches behind gets
+    /// `RecvError::Lagged`; the records are still in the log, so resume by reading the indices
+    /// it missed with [`Ledger::record_at`] up to the next message's `head.size`.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Appended> {
+        self.inner.shared.appended.subscribe()
+    }
+
+    /// Payloads destroyed by erasures committed since the ledger was opened (a background
+    /// compaction runs when this grows).
+    pub fn erased_payloads(&self) -> u64 {
+        self.inner.shared.erased_payloads.load(Ordering::Acquire)
+    }
+
+    /// Validates a submitted record and scrubs its payload with the installed redaction policy
+    /// ([`Ledger::install_redaction_policy`]; the built-in one until then). `field` is its
+    /// position in the request, for messages.
+    pub fn prepare(&self, input: RecordInput, field: &str) -> Result<PreparedRecord, LedgerError> {
+        PreparedRecord::prepare_with(input, field, &self.redactor())
+    }
+
+    /// The installed redaction policy.
+    pub fn redactor(&self) -> Arc<Redactor> {
+        match self.inner.redactor.read() {
+            Ok(r) => Arc::clone(&r),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub(crate) fn set_redactor(&self, redactor: Arc<Redactor>) {
+        match self.inner.redactor.write() {
+            Ok(mut r) => *r = redactor,
+            Err(poisoned) => *poisoned.into_inner() = redactor,
+        }
+    }
+
     /// The latest signed tree head.
     pub fn head(&self) -> Arc<Head> {
         self.inner.shared.head()
     }
 
-    /// The log's verifier key.
-    pub fn verifier(&self) -> &VerifierKey {
-        &self.inner.verifier
+    /// The verifier key of the current signing key.
+    pub fn verifier(&self) -> VerifierKey {
+        self.signing_key().verifier()
+    }
+
+    /// A copy of the current signing key, for signing what the log vouches for beside
+    /// checkpoints (export manifests). It changes when the key is rotated.
+    pub fn signing_key(&self) -> SigningKey {
+        self.inner
+            .signing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every key the log has used, oldest first (the current one last), with when each
+    /// signed and the rotation statements that chain them (see `keys.json` in
+    /// `docs/format.md`).
+    pub fn keys(&self) -> KeyRing {
+        self.inner
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Rotates the signing key: `new` signs every checkpoint from now on; the outgoing key
+    /// stays listed (old checkpoints and receipts still verify) and its private half is
+    /// deleted. Durable before it returns: the new key replaces `key_file` and `keys.json`
+    /// holds the rotation statement signed by both keys. Blocking.
+    ///
+    /// The rotation is also recorded in the log, as the next version of the entity `log-key`
+    /// (kind `key-rotation`, attributes `old_key`, `new_key`: key hashes, `size`), written by
+    /// `actor` and signed by the new key. Batches already being signed when the rotation
+    /// happens may still carry the old key's signature; the recorded size marks where the
+    /// rotation began.
+    pub fn rotate_key(
+        &self,
+        new: SigningKey,
+        key_file: &Path,
+        actor: crate::Actor,
+    ) -> Result<KeyEntry, LedgerError> {
+        let mut ring = self.inner.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.signing_key();
+        let mut next = ring.clone();
+        next.rotate(&old, &new, self.head().size)?;
+        // 1. the incoming key beside the key file; 2. the ring naming it (the commit point);
+        // 3. the key file replaced. `finish_interrupted_rotation` mends a crash in between.
+        let pending = crate::keyring::pending_key_path(key_file);
+        crate::access::write_private_atomically(&pending, new.to_skey().as_bytes())?;
+        next.save(&self.inner.data_dir)?;
+        std::fs::rename(&pending, key_file)?;
+        if let Some(dir) = key_file.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        *self
+            .inner
+            .signing
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = new;
+        *ring = next;
+        let current = ring
+            .current()
+            .cloned()
+            .ok_or_else(|| LedgerError::KeyRotation("the key list is empty".into()))?;
+        drop(ring);
+        tracing::info!(key = %current.vkey, size = current.first_size, "rotated the signing key");
+        let hash = |v: &VerifierKey| hex::encode(v.key_id());
+        let input: crate::RecordInput = serde_json::from_value(serde_json::json!({
+            "kind": "key-rotation",
+            "entity": crate::record::LOG_KEY_ENTITY,
+            "actor": actor,
+            "attributes": {
+                "old_key": hash(&old.verifier()),
+                "new_key": hash(&self.verifier()),
+                "size": current.first_size,
+            },
+        }))
+        .map_err(|e| LedgerError::invalid("key rotation", e.to_string()))?;
+        let record = PreparedRecord::prepare_own_record(input, "key rotation", &self.redactor())?;
+        self.append_blocking(vec![record])?;
+        Ok(current)
+    }
+
+    /// Records the SHA-256 of every segment file the storage engine has registered, so that
+    /// `provledger verify` can tell a damaged byte anywhere in them (see `docs/verifying.md`).
+    /// A background thread does this every few seconds and the ledger once more when dropped;
+    /// call it when shutting down while other handles may outlive this one. Blocking.
+    pub fn seal(&self) -> Result<usize, LedgerError> {
+        crate::seal::seal(&self.inner.data_dir, &self.inner.store)
+    }
+
+    /// Retires a key that no longer signs (by vkey or key hash): still listed, no longer
+    /// published as a verifier key. Blocking.
+    pub fn retire_key(&self, which: &str) -> Result<KeyEntry, LedgerError> {
+        let mut ring = self.inner.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = ring.clone();
+        let retired = next.retire(which)?;
+        next.save(&self.inner.data_dir)?;
+        *ring = next;
+        Ok(retired)
     }
 
     /// True after a failed fsync; appends are refused until restart.
@@ -379,8 +613,21 @@ impl Ledger {
             .store
             .lookup_id(id)?
             .ok_or(LedgerError::NotFound)?;
-        if tenant.is_some_and(|t| t != owner) || index >= self.head().size {
+        if index >= self.head().size {
             return Err(LedgerError::NotFound);
+        }
+        if tenant.is_some_and(|t| t != owner) {
+            // The log's own records (policy, key rotations) are every tenant's to read.
+            let shared = owner == crate::DEFAULT_TENANT
+                && self.record_at(index).is_ok_and(|r| {
+                    r.leaf
+                        .entity
+                        .as_deref()
+                        .is_some_and(|e| crate::record::LOG_ENTITIES.contains(&e))
+                });
+            if !shared {
+                return Err(LedgerError::NotFound);
+            }
         }
         self.record_at(index)
     }

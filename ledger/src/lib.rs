@@ -28,12 +28,20 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
+mod compact;
+mod erase;
 mod error;
+mod indexes;
+mod keyring;
 mod ledger;
 mod metrics;
 mod pipeline;
+mod policy;
 mod record;
 mod redact;
+mod retention;
+mod seal;
 mod store;
 mod tiles;
 mod tree;
@@ -41,15 +49,41 @@ mod verify;
 mod watermark;
 
 // The public surface: the ledger handle and what goes in and out of it.
+pub use crate::access::{
+    parse_expiry, AccessError, AuthError, IssuedToken, NewToken, Role, TokenInfo, TokenStore,
+    ADMIN_TOKEN_FILE, TOKENS_FILE, TOKEN_PREFIX,
+};
 pub use crate::error::LedgerError;
-pub use crate::ledger::{InclusionProof, Ledger, LedgerConfig, Receipt, StoredRecord};
-pub use crate::pipeline::Head;
+pub use crate::indexes::{
+    Decision, Outcome, PolicyVersion, Posting, Resolution, APPROVAL_KIND, DECISION_KIND,
+    POLICY_ROLE, REJECTION_KIND, REQUIRES_APPROVAL,
+};
+pub use crate::keyring::{
+    finish_interrupted_rotation, key_hash, pending_key_path, retire_offline, KeyEntry, KeyRing,
+    KEYS_FILE,
+};
+pub use crate::ledger::{
+    InclusionProof, Ledger, LedgerConfig, Receipt, StoredRecord, SUBSCRIBER_BACKLOG,
+};
+pub use crate::pipeline::{Appended, Head};
+pub use crate::policy::{
+    FieldAction, FieldRule, PolicyError, PolicyInstall, RedactionPolicy, RedactionStamp, Redactor,
+    TokenKey, BUILTIN_POLICY_VERSION, FIELD_MASK, POLICY_ENTITY, POLICY_FORMAT, TOKENIZED_PREFIX,
+    TOKEN_BYTES,
+};
 pub use crate::record::{
     commitment, Actor, Leaf, LeafRef, PreparedRecord, RecordInput, RefInput, SealedPayload,
-    DEFAULT_CLASSIFICATION, DEFAULT_TENANT, LEAF_FORMAT_VERSION, MAX_LEAF_BYTES,
+    DEFAULT_CLASSIFICATION, DEFAULT_TENANT, LEAF_FORMAT_VERSION, LOG_ENTITIES, LOG_KEY_ENTITY,
+    MAX_LEAF_BYTES,
 };
 pub use crate::redact::{
-    is_high_entropy_secret, mask_text, scan, DetectorAction, FieldAction, Finding, PiiKind,
-    RedactionPolicy, Rule, BUILTIN_POLICY_VERSION, SECRET_MIN_LEN,
+    is_high_entropy_secret, mask_text, scan, Finding, PiiKind, SECRET_MIN_LEN,
 };
 pub use crate::verify::{verify_data_dir, VerifyError, VerifyReport};
+
+// Erasure, retention and compaction: payloads destroyed while every proof still verifies.
+pub use crate::compact::{compact_data_dir, CompactReport};
+pub use crate::erase::{
+    ErasurePolicy, ErasureRequest, ErasureTarget, ERASED_ROLE, ERASURE_KIND, SUBJECT_ATTRIBUTE,
+};
+pub use crate::retention::{Clock, Retention, RetentionRule};

@@ -1,6 +1,11 @@
 //! Prometheus metrics of the append pipeline, registered into the caller's registry.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::indexes::Event;
 
 /// Counters and histograms named after the pipeline stages.
 #[derive(Clone)]
@@ -14,6 +19,8 @@ pub(crate) struct Metrics {
     pub(crate) append_seconds: Histogram,
     pub(crate) tree_size: IntGauge,
     pub(crate) poisoned: IntGauge,
+    /// Decisions, escalations and approvals (human in the loop).
+    pub(crate) hitl: HitlMetrics,
 }
 
 impl Metrics {
@@ -21,6 +28,7 @@ impl Metrics {
         let latency = vec![
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
         ];
+        let hitl = HitlMetrics::register(registry)?;
         let m = Metrics {
             records_appended: IntCounter::new(
                 "provledger_records_appended_total",
@@ -67,6 +75,7 @@ impl Metrics {
                 "provledger_poisoned",
                 "1 when a failed fsync has poisoned the ledger until restart.",
             )?,
+            hitl,
         };
         registry.register(Box::new(m.records_appended.clone()))?;
         registry.register(Box::new(m.idempotent_hits.clone()))?;
@@ -78,5 +87,112 @@ impl Metrics {
         registry.register(Box::new(m.tree_size.clone()))?;
         registry.register(Box::new(m.poisoned.clone()))?;
         Ok(m)
+    }
+}
+
+/// Most distinct `(agent, policy)` label pairs the decision metrics take; later pairs are
+/// counted under `agent="_other", policy="_other"`, so a flood of agent ids or policy versions
+/// cannot grow the registry without bound.
+pub(crate) const MAX_HITL_LABEL_PAIRS: usize = 1000;
+
+/// Human-in-the-loop counters, updated by the writer after each batch commits.
+#[derive(Clone)]
+pub(crate) struct HitlMetrics {
+    decisions: IntCounterVec,
+    escalations: IntCounterVec,
+    approvals: IntCounterVec,
+    latency: Histogram,
+    /// Label pairs admitted so far (see [`MAX_HITL_LABEL_PAIRS`]).
+    admitted: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+impl HitlMetrics {
+    fn register(registry: &Registry) -> Result<HitlMetrics, prometheus::Error> {
+        let labels = ["agent", "policy"];
+        let m = HitlMetrics {
+            decisions: IntCounterVec::new(
+                Opts::new(
+                    "provledger_decisions_total",
+                    "Decisions appended (kind decision, or requires_approval: true), by agent and policy version.",
+                ),
+                &labels,
+            )?,
+            escalations: IntCounterVec::new(
+                Opts::new(
+                    "provledger_escalations_total",
+                    "Decisions appended with requires_approval: true (escalated to a human).",
+                ),
+                &labels,
+            )?,
+            approvals: IntCounterVec::new(
+                Opts::new(
+                    "provledger_approvals_total",
+                    "Escalated decisions resolved, by outcome (approved, rejected), agent and policy version.",
+                ),
+                &["outcome", "agent", "policy"],
+            )?,
+            latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "provledger_approval_latency_seconds",
+                    "Ledger time from an escalated decision to the approval or rejection that resolved it.",
+                )
+                .buckets(vec![
+                    1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 86400.0,
+                    7.0 * 86400.0,
+                ]),
+            )?,
+            admitted: Arc::default(),
+        };
+        registry.register(Box::new(m.decisions.clone()))?;
+        registry.register(Box::new(m.escalations.clone()))?;
+        registry.register(Box::new(m.approvals.clone()))?;
+        registry.register(Box::new(m.latency.clone()))?;
+        Ok(m)
+    }
+
+    /// Counts what a committed batch did.
+    pub(crate) fn observe(&self, events: &[Event]) {
+        for e in events {
+            match e {
+                Event::Decided {
+                    agent,
+                    policy,
+                    escalated,
+                } => {
+                    let (agent, policy) = self.labels(agent, policy);
+                    self.decisions.with_label_values(&[&agent, &policy]).inc();
+                    if *escalated {
+                        self.escalations.with_label_values(&[&agent, &policy]).inc();
+                    }
+                }
+                Event::Resolved {
+                    agent,
+                    policy,
+                    outcome,
+                    latency_ms,
+                } => {
+                    let (agent, policy) = self.labels(agent, policy);
+                    self.approvals
+                        .with_label_values(&[outcome.as_str(), &agent, &policy])
+                        .inc();
+                    self.latency.observe(*latency_ms as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    fn labels(&self, agent: &str, policy: &str) -> (String, String) {
+        let pair = (agent.to_owned(), policy.to_owned());
+        let Ok(mut admitted) = self.admitted.lock() else {
+            return ("_other".into(), "_other".into());
+        };
+        if admitted.contains(&pair) {
+            return pair;
+        }
+        if admitted.len() < MAX_HITL_LABEL_PAIRS {
+            admitted.insert(pair.clone());
+            return pair;
+        }
+        ("_other".into(), "_other".into())
     }
 }

@@ -36,12 +36,26 @@ pub struct Head {
     pub checkpoint: String,
 }
 
+/// What [`crate::Ledger::subscribe`] receivers get after each batch: the records
+/// `[first_index, head.size)` are fsynced and covered by `head`, which is already published.
+#[derive(Clone, Debug)]
+pub struct Appended {
+    /// Index of the batch's first new record.
+    pub first_index: u64,
+    /// The signed head the batch was committed under.
+    pub head: Arc<Head>,
+}
+
 /// State shared between the writer and readers.
 pub(crate) struct Shared {
     pub(crate) head: RwLock<Arc<Head>>,
+    /// Tells subscribers about each committed batch, after it is durable and published.
+    pub(crate) appended: tokio::sync::broadcast::Sender<Appended>,
     pub(crate) poisoned: AtomicBool,
     /// Bytes of records waiting for the writer.
     pub(crate) queued_bytes: AtomicUsize,
+    /// Payloads destroyed by committed erasures since the ledger was opened.
+    pub(crate) erased_payloads: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -67,6 +81,8 @@ pub(crate) struct Job {
     /// Approximate bytes held, released from [`Shared::queued_bytes`] once processed.
     pub(crate) bytes: usize,
     pub(crate) reply: oneshot::Sender<Result<Committed, LedgerError>>,
+    /// An erasure request instead of records (`crate::erase`): planned on this thread.
+    pub(crate) erasure: Option<crate::erase::ErasureRequest>,
 }
 
 /// What the writer answers for a job: where each record landed, under which head.
@@ -79,7 +95,9 @@ pub(crate) struct Committed {
 pub(crate) struct Writer {
     store: Store,
     watermark: Watermark,
-    key: SigningKey,
+    /// The current signing key, shared with [`crate::Ledger`] so a rotation takes effect at
+    /// the next batch.
+    key: Arc<std::sync::RwLock<SigningKey>>,
     origin: String,
     frontier: Frontier,
     tiles: TileRows,
@@ -95,6 +113,10 @@ struct Overlay {
     ids: HashMap<Hash, (u64, String)>,
     latest: HashMap<(String, String), (u64, Hash)>,
     idem: HashMap<(String, String), (u64, [u8; 32])>,
+    /// Records erased by erasure records staged in this batch: target → erasure index.
+    erased: HashMap<Hash, u64>,
+    /// Kind, actor and decision index writes of the staged records (`crate::indexes`).
+    indexes: crate::indexes::Staging,
 }
 
 impl Overlay {
@@ -102,6 +124,8 @@ impl Overlay {
         self.ids.extend(other.ids);
         self.latest.extend(other.latest);
         self.idem.extend(other.idem);
+        self.erased.extend(other.erased);
+        self.indexes.absorb(other.indexes);
     }
 }
 
@@ -120,13 +144,15 @@ struct NewEntry {
     refs: Vec<LeafRef>,
     payload: Option<SealedPayload>,
     idempotency: Option<(String, [u8; 32])>,
+    /// The `subject` attribute, indexed for erasure by subject.
+    subject: Option<String>,
 }
 
 impl Writer {
     pub(crate) fn new(
         store: Store,
         watermark: Watermark,
-        key: SigningKey,
+        key: Arc<std::sync::RwLock<SigningKey>>,
         state: &State,
         shared: Arc<Shared>,
         metrics: Metrics,
@@ -142,7 +168,10 @@ impl Writer {
         let frontier = Frontier::from_parts(state.size, hashes)?;
         let tiles = TileRows::load(&store, state.size)?;
         Ok(Writer {
-            origin: key.name().to_owned(),
+            origin: key.read().map_or_else(
+                |p| p.into_inner().name().to_owned(),
+                |k| k.name().to_owned(),
+            ),
             store,
             watermark,
             key,
@@ -198,14 +227,25 @@ impl Writer {
             .durability(Some(PersistMode::SyncAll));
         let mut overlay = Overlay::default();
         let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut erased_payloads = 0u64;
         for job in jobs {
-            let result = debug_span!("stage", records = job.records.len())
-                .in_scope(|| self.stage(job.records, &overlay));
+            let result =
+                debug_span!("stage", records = job.records.len()).in_scope(|| match job.erasure {
+                    Some(req) => self.stage_erasure(&req, &overlay),
+                    None => self
+                        .stage(job.records, &overlay)
+                        .map(|(staged, local)| (staged, local, Vec::new())),
+                });
             match result {
-                Ok((staged, local)) => {
+                Ok((staged, local, erased)) => {
                     overlay.absorb(local);
                     let entries =
                         debug_span!("integrate").in_scope(|| self.integrate(&mut batch, staged));
+                    // Erasure: the payloads go in the same atomic batch as the erasure records.
+                    for index in erased {
+                        batch.remove(&self.store.payloads, index.to_be_bytes());
+                        erased_payloads += 1;
+                    }
                     outcomes.push((job.reply, Ok(entries)));
                 }
                 Err(e) => {
@@ -218,9 +258,23 @@ impl Writer {
         let head = if appended == 0 {
             self.shared.head()
         } else {
-            match self.sign_and_commit(batch) {
+            let indexed = overlay.indexes.write(&self.store, &mut batch);
+            match indexed.and_then(|()| self.sign_and_commit(batch)) {
                 Ok(head) => {
+                    if erased_payloads > 0 {
+                        // Before any compaction sees the tombstones (see `compact.rs`).
+                        crate::compact::advance_gc_watermark(&self.store);
+                        self.shared
+                            .erased_payloads
+                            .fetch_add(erased_payloads, Ordering::AcqRel);
+                    }
+                    // Durable and published: tell subscribers (none listening is fine).
+                    let _ = self.shared.appended.send(Appended {
+                        first_index: start_size,
+                        head: Arc::clone(&head),
+                    });
                     self.metrics.records_appended.inc_by(appended);
+                    self.metrics.hitl.observe(&overlay.indexes.events);
                     self.metrics.batch_records.observe(appended as f64);
                     self.metrics
                         .tree_size
@@ -311,6 +365,7 @@ impl Writer {
                 payload,
                 idempotency_key,
                 fingerprint,
+                redaction,
                 ..
             } = record;
             let leaf = Leaf {
@@ -325,9 +380,18 @@ impl Writer {
                 attributes,
                 classification,
                 commitment: payload.as_ref().map(|p| p.commitment),
+                redaction: Some(redaction),
             };
             let bytes = leaf.encode()?;
             let hash = leaf_hash(&bytes);
+            crate::indexes::stage(
+                &self.store,
+                &leaf,
+                hash,
+                &mut local.indexes,
+                &batch_overlay.indexes,
+            )?;
+            let subject = crate::erase::subject_of(&leaf.attributes);
             let Leaf {
                 tenant,
                 entity,
@@ -354,10 +418,45 @@ impl Writer {
                 refs,
                 payload,
                 idempotency: idempotency_key.map(|k| (k, fingerprint)),
+                subject,
             })));
             next += 1;
         }
         Ok((staged, local))
+    }
+
+    /// Stages an erasure request: its erasure records as [`Writer::stage`] would, answers for
+    /// targets erased before, and the payload indices to delete in the same batch.
+    #[allow(clippy::type_complexity)] // private plumbing of the writer loop
+    fn stage_erasure(
+        &self,
+        req: &crate::erase::ErasureRequest,
+        batch_overlay: &Overlay,
+    ) -> Result<(Vec<Staged>, Overlay, Vec<u64>), LedgerError> {
+        use crate::erase::Step;
+        let plan = crate::erase::plan(&self.store, req, &batch_overlay.erased)?;
+        let mut records = Vec::new();
+        for step in &plan.steps {
+            if let Step::New(record, _) = step {
+                records.push((**record).clone());
+            }
+        }
+        let (new, mut local) = self.stage(records, batch_overlay)?;
+        let mut new = new.into_iter();
+        let mut staged = Vec::with_capacity(plan.steps.len());
+        for step in plan.steps {
+            match step {
+                Step::Existing(index) => staged.push(Staged::Existing { index }),
+                Step::New(_, target) => {
+                    let Some(s) = new.next() else { break };
+                    if let Staged::New(entry) = &s {
+                        local.erased.insert(target, entry.index);
+                    }
+                    staged.push(s);
+                }
+            }
+        }
+        Ok((staged, local, plan.deletes))
     }
 
     fn resolve(
@@ -405,6 +504,7 @@ impl Writer {
                         refs,
                         payload,
                         idempotency,
+                        subject,
                     } = *entry;
                     let tiles = &mut self.tiles;
                     self.frontier.push(hash, |h, i, x| tiles.on_node(h, i, x));
@@ -435,6 +535,13 @@ impl Writer {
                             r.role.as_bytes().to_vec(),
                         );
                     }
+                    if let Some(subject) = &subject {
+                        batch.insert(
+                            &self.store.subjects,
+                            store::subject_key(&tenant, subject, index),
+                            hash.as_bytes().to_vec(),
+                        );
+                    }
                     if let Some((k, fingerprint)) = &idempotency {
                         batch.insert(
                             &self.store.idem,
@@ -459,7 +566,12 @@ impl Writer {
             root,
             extensions: Vec::new(),
         };
-        let note = debug_span!("sign", size).in_scope(|| self.key.sign_checkpoint(&checkpoint));
+        let note = debug_span!("sign", size).in_scope(|| {
+            self.key
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .sign_checkpoint(&checkpoint)
+        });
         for (kind, level, index, bytes) in self.tiles.take_dirty() {
             let partition = match kind {
                 TileKind::Row => &self.store.tiles,

@@ -8,7 +8,16 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::redact::{first_finding, RedactionPolicy};
+use crate::policy::{RedactionStamp, Redactor, POLICY_ENTITY};
+
+/// The entity of the key-rotation records the ledger appends (`Ledger::rotate_key`).
+pub const LOG_KEY_ENTITY: &str = "log-key";
+
+/// Entities only the ledger writes, in the default tenant, about the log as a whole: the
+/// redaction policy and key rotations. Clients may not append to them, and every tenant may
+/// read them (each tenant's records name the policy that scrubbed them).
+pub const LOG_ENTITIES: [&str; 2] = [POLICY_ENTITY, LOG_KEY_ENTITY];
+use crate::redact::first_finding;
 use crate::LedgerError;
 
 /// Version of the leaf encoding written in every leaf's `v` field.
@@ -115,6 +124,10 @@ pub struct Leaf {
     /// SHA-256(salt ‖ RFC 8785 JSON of the payload), or nil without a payload.
     #[serde(with = "serde_bytes")]
     pub commitment: Option<[u8; 32]>,
+    /// The redaction policy that scrubbed the record. Absent (not nil) in leaves written before
+    /// policies were recorded, so those leaves decode and re-encode to the same bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<RedactionStamp>,
 }
 
 impl Leaf {
@@ -294,19 +307,77 @@ pub struct PreparedRecord {
     /// SHA-256 of the submitted record (payload included), to tell a retry from a conflict;
     /// computed only for records that carry an idempotency key.
     pub(crate) fingerprint: [u8; 32],
+    /// The redaction policy that scrubbed the payload, written into the leaf.
+    pub(crate) redaction: RedactionStamp,
     /// Where the record sat in its request, for error messages (`record`, `records[3]`).
     pub(crate) field: String,
 }
 
 impl PreparedRecord {
-    /// Validates a submitted record. `field` is its position in the request, for messages.
-    pub fn prepare(mut input: RecordInput, field: &str) -> Result<PreparedRecord, LedgerError> {
-        let at = |name: &str| format!("{field}.{name}");
-        // Stage `scrub`: raw PII must reach neither the commitment, the store, the journal nor
-        // the idempotency fingerprint. Scrubbing is deterministic, so retries still match.
-        if let Some(p) = input.payload.as_mut() {
-            RedactionPolicy::builtin().apply(p);
+    /// Validates a submitted record and scrubs its payload with the built-in redaction policy.
+    /// `field` is its position in the request, for messages. Servers use [`Ledger::prepare`],
+    /// which applies the configured policy.
+    ///
+    /// [`Ledger::prepare`]: crate::Ledger::prepare
+    pub fn prepare(input: RecordInput, field: &str) -> Result<PreparedRecord, LedgerError> {
+        PreparedRecord::prepare_with(input, field, Redactor::builtin())
+    }
+
+    /// Validates a submitted record and scrubs its payload with `redactor`; the leaf will name
+    /// the policy ([`RedactionStamp`]). The entity [`POLICY_ENTITY`] is reserved for the
+    /// ledger's own policy records and refused.
+    pub fn prepare_with(
+        mut input: RecordInput,
+        field: &str,
+        redactor: &Redactor,
+    ) -> Result<PreparedRecord, LedgerError> {
+        if let Some(reserved) = input.entity.as_deref().filter(|e| LOG_ENTITIES.contains(e)) {
+            return Err(LedgerError::invalid(
+                format!("{field}.entity"),
+                format!("{reserved:?} is reserved for records the ledger writes itself (the redaction policy, key rotations)"),
+            ));
         }
+        // Stage `scrub`: raw PII must reach neither the commitment, the store, the journal nor
+        // the idempotency fingerprint. Scrubbing is deterministic (tokens are keyed hashes), so
+        // retries still match.
+        if let Some(p) = input.payload.as_mut() {
+            let classification = input
+                .classification
+                .as_deref()
+                .unwrap_or(DEFAULT_CLASSIFICATION);
+            redactor.apply(p, classification);
+        }
+        PreparedRecord::validate(input, field, redactor.stamp())
+    }
+
+    /// A record the ledger writes about itself (a key rotation): scrubbed and validated like
+    /// any other, but allowed to use a reserved entity ([`LOG_ENTITIES`]).
+    pub(crate) fn prepare_own_record(
+        mut input: RecordInput,
+        field: &str,
+        redactor: &Redactor,
+    ) -> Result<PreparedRecord, LedgerError> {
+        if let Some(p) = input.payload.as_mut() {
+            redactor.apply(p, DEFAULT_CLASSIFICATION);
+        }
+        PreparedRecord::validate(input, field, redactor.stamp())
+    }
+
+    /// The ledger's own `policy` record: its payload is the operator's policy document, stored
+    /// as written (not scrubbed by itself), so that its digest can be recomputed from it.
+    pub(crate) fn prepare_policy_record(
+        input: RecordInput,
+        stamp: RedactionStamp,
+    ) -> Result<PreparedRecord, LedgerError> {
+        PreparedRecord::validate(input, "record", stamp)
+    }
+
+    fn validate(
+        input: RecordInput,
+        field: &str,
+        redaction: RedactionStamp,
+    ) -> Result<PreparedRecord, LedgerError> {
+        let at = |name: &str| format!("{field}.{name}");
         let fingerprint = match input.idempotency_key {
             None => [0u8; 32],
             Some(_) => {
@@ -393,6 +464,7 @@ impl PreparedRecord {
             payload,
             idempotency_key: input.idempotency_key,
             fingerprint,
+            redaction,
             field: field.to_owned(),
         })
     }
@@ -455,7 +527,7 @@ fn check_json_pii(v: &serde_json::Value, path: &str) -> Result<(), LedgerError> 
 }
 
 /// Identifiers: 1..=max bytes of ASCII letters, digits, `_`, `-`, `.`, `:`.
-fn check_token(s: &str, field: &str, max: usize) -> Result<(), LedgerError> {
+pub(crate) fn check_token(s: &str, field: &str, max: usize) -> Result<(), LedgerError> {
     check_len(s, field, max)?;
     if !s
         .bytes()

@@ -1,22 +1,19 @@
-//! Ingress PII scrubbing: built-in detectors and the redaction policy applied to every payload
-//! before it is canonicalized, committed and stored (stage `scrub`).
+//! Ingress PII scrubbing: the built-in detectors that a redaction policy (`policy.rs`) runs over
+//! every payload before it is canonicalized, committed and stored (stage `scrub`), and over leaf
+//! fields, where PII is refused.
 //!
 //! Detectors find candidates with a regular expression and then validate them (Luhn, mod-97,
 //! octet ranges, area numbers, entropy), so near-misses such as dates, version strings, UUIDs
 //! and record ids are left alone. Every rule is documented on [`PiiKind`] and in `docs/api.md`.
 //!
-//! Not here yet (next slice of issue 5): tokenization with a keyed hash (so equal values still
-//! join), recording the policy itself as a `policy` record, and a leaf field naming the policy
-//! version that processed each record.
+//! Per-field rules (drop, mask, tokenize, keep), the policy document and its versioning live in
+//! `policy.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-
-/// Version of the built-in policy.
-pub const BUILTIN_POLICY_VERSION: &str = "builtin-v1";
 
 /// Minimum length of a token the high-entropy secret detector looks at.
 pub const SECRET_MIN_LEN: usize = 32;
@@ -84,6 +81,11 @@ impl PiiKind {
         }
     }
 
+    /// The detector whose [`PiiKind::name`] is `name`.
+    pub fn from_name(name: &str) -> Option<PiiKind> {
+        PiiKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// The kind in words, for error messages: "an e-mail address".
     pub fn description(self) -> &'static str {
         match self {
@@ -114,136 +116,10 @@ pub struct Finding {
     pub end: usize,
 }
 
-/// What a detector rule does with a match.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum DetectorAction {
-    /// Replace the match with `[REDACTED:<kind>]`.
-    Mask,
-    // Next slice: `Tokenize`, a keyed hash of the match so equal values still join.
-}
-
-/// What a per-field rule does with the value at its path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum FieldAction {
-    /// Remove the field.
-    Drop,
-    /// Replace the whole value with `"[REDACTED:field]"`.
-    Mask,
-    // Next slice: `Tokenize` with a keyed hash.
-}
-
-/// One rule of a policy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum Rule {
-    /// Applies to every string in the payload that a built-in detector matches.
-    Detector {
-        /// Which detector.
-        kind: PiiKind,
-        /// What to do with its matches.
-        action: DetectorAction,
-    },
-    /// Applies to the value at a JSON path: object keys joined by dots from the payload root
-    /// (`customer.email`); arrays on the way are walked element by element, so
-    /// `items.email` reaches the `email` of every element of `items`.
-    Field {
-        /// Dotted path from the payload root.
-        path: String,
-        /// What to do with the value.
-        action: FieldAction,
-    },
-}
-
-/// A versioned set of rules applied to payloads at ingress.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedactionPolicy {
-    /// Policy version, e.g. `builtin-v1`.
-    pub version: String,
-    /// Field rules run first, then detector rules on what remains.
-    pub rules: Vec<Rule>,
-}
-
-impl RedactionPolicy {
-    /// The built-in policy `builtin-v1`: every detector masks, no field rules.
-    pub fn builtin() -> &'static RedactionPolicy {
-        static BUILTIN: LazyLock<RedactionPolicy> = LazyLock::new(|| RedactionPolicy {
-            version: BUILTIN_POLICY_VERSION.to_owned(),
-            rules: PiiKind::ALL
-                .iter()
-                .map(|&kind| Rule::Detector {
-                    kind,
-                    action: DetectorAction::Mask,
-                })
-                .collect(),
-        });
-        &BUILTIN
-    }
-
-    /// Scrubs a payload in place: field rules, then detectors over every string value and
-    /// object key at any depth (and bare integers, for card numbers). Returns how many
-    /// replacements were made.
-    pub fn apply(&self, payload: &mut serde_json::Value) -> usize {
-        let mut count = 0;
-        for rule in &self.rules {
-            if let Rule::Field { path, action } = rule {
-                let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
-                count += apply_field(payload, &parts, *action);
-            }
-        }
-        let kinds: Vec<PiiKind> = self
-            .rules
-            .iter()
-            .filter_map(|r| match r {
-                Rule::Detector {
-                    kind,
-                    action: DetectorAction::Mask,
-                } => Some(*kind),
-                _ => None,
-            })
-            .collect();
-        if !kinds.is_empty() {
-            count += mask_value(payload, &kinds);
-        }
-        count
-    }
-}
-
-fn apply_field(v: &mut serde_json::Value, path: &[&str], action: FieldAction) -> usize {
-    match v {
-        serde_json::Value::Array(items) => {
-            items.iter_mut().map(|x| apply_field(x, path, action)).sum()
-        }
-        serde_json::Value::Object(map) => {
-            let Some((first, rest)) = path.split_first() else {
-                return 0;
-            };
-            if rest.is_empty() {
-                match action {
-                    FieldAction::Drop => usize::from(map.remove(*first).is_some()),
-                    FieldAction::Mask => match map.get_mut(*first) {
-                        Some(x) => {
-                            *x = serde_json::Value::String("[REDACTED:field]".to_owned());
-                            1
-                        }
-                        None => 0,
-                    },
-                }
-            } else {
-                map.get_mut(*first)
-                    .map_or(0, |x| apply_field(x, rest, action))
-            }
-        }
-        _ => 0,
-    }
-}
-
-fn mask_value(v: &mut serde_json::Value, kinds: &[PiiKind]) -> usize {
+/// Masks every detector match in a JSON value at any depth: string values, object keys, and
+/// bare integers that are card numbers. Returns how many replacements were made. Objects are
+/// rebuilt only when one of their keys must be masked (rare).
+pub(crate) fn mask_json(v: &mut serde_json::Value, kinds: &[PiiKind]) -> usize {
     match v {
         serde_json::Value::String(s) => {
             let (masked, n) = mask_text(s, kinds);
@@ -258,32 +134,46 @@ fn mask_value(v: &mut serde_json::Value, kinds: &[PiiKind]) -> usize {
             *v = serde_json::Value::String(PiiKind::Card.mask());
             1
         }
-        serde_json::Value::Array(items) => items.iter_mut().map(|x| mask_value(x, kinds)).sum(),
+        serde_json::Value::Array(items) => items.iter_mut().map(|x| mask_json(x, kinds)).sum(),
         serde_json::Value::Object(map) => {
-            let mut count: usize = map.values_mut().map(|x| mask_value(x, kinds)).sum();
-            // Rebuild the map only when a key itself must be masked (rare).
-            if map.keys().all(|k| scan(k, kinds).is_empty()) {
-                return count;
-            }
-            let old = std::mem::take(map);
-            for (k, x) in old {
-                let (mut key, n) = mask_text(&k, kinds);
-                count += n;
-                // Two keys masked to the same text must not overwrite each other.
-                if map.contains_key(&key) {
-                    let base = key.clone();
-                    let mut i = 2;
-                    while map.contains_key(&key) {
-                        key = format!("{base}#{i}");
-                        i += 1;
-                    }
-                }
-                map.insert(key, x);
-            }
-            count
+            let count: usize = map.values_mut().map(|x| mask_json(x, kinds)).sum();
+            count + mask_keys(map, kinds, |_| false)
         }
         _ => 0,
     }
+}
+
+/// Masks detector matches in the keys of an object, except keys for which `exempt` holds; two
+/// keys masked to the same text get `#2`, `#3`, … so neither overwrites the other. The map is
+/// rebuilt only when some key must change. Returns how many replacements were made.
+pub(crate) fn mask_keys(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    kinds: &[PiiKind],
+    exempt: impl Fn(&str) -> bool,
+) -> usize {
+    if map.keys().all(|k| exempt(k) || scan(k, kinds).is_empty()) {
+        return 0;
+    }
+    let mut count = 0;
+    let old = std::mem::take(map);
+    for (k, x) in old {
+        let (mut key, n) = if exempt(&k) {
+            (k, 0)
+        } else {
+            mask_text(&k, kinds)
+        };
+        count += n;
+        if map.contains_key(&key) {
+            let base = key.clone();
+            let mut i = 2;
+            while map.contains_key(&key) {
+                key = format!("{base}#{i}");
+                i += 1;
+            }
+        }
+        map.insert(key, x);
+    }
+    count
 }
 
 /// Replaces every match of the given detectors by its mask; returns the text and the count.
@@ -756,7 +646,7 @@ mod tests {
             "4111 1111-1111 1111",
         ]);
         let mut v = serde_json::json!({"n": 4_111_111_111_111_111u64, "t": 1_764_100_000_000u64});
-        RedactionPolicy::builtin().apply(&mut v);
+        mask_json(&mut v, &PiiKind::ALL);
         assert_eq!(
             v,
             serde_json::json!({"n": "[REDACTED:card]", "t": 1_764_100_000_000u64})
@@ -856,51 +746,11 @@ mod tests {
     }
 
     #[test]
-    fn field_rules_drop_and_mask_then_detectors_run() {
-        let policy = RedactionPolicy {
-            version: "test-v1".to_owned(),
-            rules: vec![
-                Rule::Field {
-                    path: "customer.name".to_owned(),
-                    action: FieldAction::Mask,
-                },
-                Rule::Field {
-                    path: "items.secret_note".to_owned(),
-                    action: FieldAction::Drop,
-                },
-                Rule::Detector {
-                    kind: PiiKind::Email,
-                    action: DetectorAction::Mask,
-                },
-            ],
-        };
-        let mut v = serde_json::json!({
-            "customer": {"name": "Ana Lima", "mail": "ana@example.com"},
-            "items": [{"secret_note": "x", "n": 1}, {"n": 2}],
-            "alice@example.com": "key is PII",
-        });
-        let n = policy.apply(&mut v);
-        assert_eq!(n, 4);
-        assert_eq!(
-            v,
-            serde_json::json!({
-                "customer": {"name": "[REDACTED:field]", "mail": "[REDACTED:email]"},
-                "items": [{"n": 1}, {"n": 2}],
-                "[REDACTED:email]": "key is PII",
-            })
-        );
-    }
-
-    #[test]
-    fn builtin_policy_masks_every_detector() {
-        let p = RedactionPolicy::builtin();
-        assert_eq!(p.version, BUILTIN_POLICY_VERSION);
+    fn detectors_mask_text_and_names_round_trip() {
         for kind in PiiKind::ALL {
-            assert!(p.rules.contains(&Rule::Detector {
-                kind,
-                action: DetectorAction::Mask
-            }));
+            assert_eq!(PiiKind::from_name(kind.name()), Some(kind));
         }
+        assert_eq!(PiiKind::from_name("ip-address"), None);
         let (masked, n) = mask_text(
             "mail bob@example.org or call +1 555 123 4567",
             &PiiKind::ALL,

@@ -12,7 +12,20 @@
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
 //! | `cites`    | cited leaf hash (32) ‖ citing index (u64 BE) ‖ ref position (u16 BE) | role   |
 //! | `checkpoints` | tree size (u64 BE)                 | the signed checkpoint note for that size |
+//! | `subjects` | tenant ‖ 0 ‖ subject ‖ 0 ‖ index (BE) | leaf hash (32)                        |
 //! | `meta`     | `state`                               | MessagePack [`State`]                 |
+//! | `meta`     | `indexes`                             | layout version (u8) of the four indexes below; absent → rebuilt on open |
+//! | `kinds`    | scope ‖ str(kind) ‖ index (u64 BE)    | empty                                 |
+//! | `actors`   | scope ‖ str(actor type) ‖ str(actor id) ‖ index (u64 BE) | empty              |
+//! | `decisions`| scope ‖ index (u64 BE)                | MessagePack `Decision` (agent, policy version, escalated, resolution) |
+//! | `pending`  | scope ‖ index (u64 BE)                | empty: escalated decisions not yet approved or rejected |
+//!
+//! In the last four, `scope` is `0x00` (all tenants) or `0x01 ‖ str(tenant)`, every record is
+//! written under both, and `str(s)` is `len(s)` (u32 BE) ‖ the bytes of `s`: names may hold any
+//! byte, and the length prefix keeps one name's keys from sharing a prefix with another's. There
+//! is no separate time index: integration time never decreases along the log (each batch takes
+//! `max(now, previous time)`), so a time range is an index range found by binary search
+//! (`Ledger::first_index_at_or_after`). `indexes.rs` owns these layouts.
 //!
 //! Every append batch writes all of these in one atomic fjall batch, fsynced before it is
 //! acknowledged, so a crash leaves either the whole batch or none of it.
@@ -40,6 +53,24 @@ pub(crate) struct State {
     pub(crate) checkpoint: String,
 }
 
+/// Takes the exclusive lock on `<dir>/provledger.lock` (creating `dir`): one process at a time
+/// owns a data directory. The lock lasts as long as the returned file is open.
+pub(crate) fn lock_data_dir(dir: &Path) -> Result<std::fs::File, LedgerError> {
+    std::fs::create_dir_all(dir)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("provledger.lock"))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(LedgerError::InUse(dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
 /// Handles to the keyspace and its partitions.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -56,23 +87,18 @@ pub(crate) struct Store {
     pub(crate) cites: PartitionHandle,
     pub(crate) checkpoints: PartitionHandle,
     pub(crate) meta: PartitionHandle,
+    /// Records by the data subject their `subject` attribute names (erasure by subject).
+    pub(crate) subjects: PartitionHandle,
+    /// Secondary indexes of `indexes.rs`: by kind, by actor, decisions, the approval queue.
+    pub(crate) kinds: PartitionHandle,
+    pub(crate) actors: PartitionHandle,
+    pub(crate) decisions: PartitionHandle,
+    pub(crate) pending: PartitionHandle,
 }
 
 impl Store {
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Store, LedgerError> {
-        std::fs::create_dir_all(dir)?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("provledger.lock"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(LedgerError::InUse(dir.display().to_string()))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
-        }
+        let lock = lock_data_dir(dir)?;
         let keyspace = Config::new(dir.join("fjall"))
             .cache_size(cache_bytes)
             .max_write_buffer_size(32 * 1024 * 1024)
@@ -104,12 +130,17 @@ impl Store {
             cites: open("cites", false, false)?,
             checkpoints: open("checkpoints", false, false)?,
             meta: open("meta", false, false)?,
+            subjects: open("subjects", false, false)?,
+            kinds: open("kinds", false, false)?,
+            actors: open("actors", false, false)?,
+            decisions: open("decisions", false, false)?,
+            pending: open("pending", false, false)?,
             keyspace,
             _lock: std::sync::Arc::new(lock),
         })
     }
 
-    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 10] {
+    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 15] {
         [
             ("entries", &self.entries),
             ("payloads", &self.payloads),
@@ -121,6 +152,11 @@ impl Store {
             ("cites", &self.cites),
             ("checkpoints", &self.checkpoints),
             ("meta", &self.meta),
+            ("subjects", &self.subjects),
+            ("kinds", &self.kinds),
+            ("actors", &self.actors),
+            ("decisions", &self.decisions),
+            ("pending", &self.pending),
         ]
     }
 
@@ -254,6 +290,18 @@ pub(crate) fn cites_key(cited: &[u8; 32], citing: u64, position: u16) -> Vec<u8>
     k.extend_from_slice(cited);
     k.extend_from_slice(&citing.to_be_bytes());
     k.extend_from_slice(&position.to_be_bytes());
+    k
+}
+
+/// Prefix of a subject's records in the `subjects` index.
+pub(crate) fn subject_prefix(tenant: &str, subject: &str) -> Vec<u8> {
+    entity_prefix(tenant, subject)
+}
+
+/// Key of the `subjects` index: tenant ‖ 0 ‖ subject ‖ 0 ‖ index (BE).
+pub(crate) fn subject_key(tenant: &str, subject: &str, index: u64) -> Vec<u8> {
+    let mut k = subject_prefix(tenant, subject);
+    k.extend_from_slice(&index.to_be_bytes());
     k
 }
 

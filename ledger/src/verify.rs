@@ -22,6 +22,8 @@ pub struct VerifyReport {
     pub root: Hash,
     /// Payload commitments recomputed.
     pub payloads: u64,
+    /// Payloads absent because an erasure record cites their record.
+    pub erased: u64,
     /// Tiles compared byte for byte.
     pub tiles: u64,
     /// Stored checkpoints (one per batch) whose signature and root were checked.
@@ -100,6 +102,8 @@ fn verify_inner(
             dir.display()
         )));
     }
+    // Whole-file digests of sealed segments, before the keyspace is opened (`crate::seal`).
+    crate::seal::check(dir).map_err(VerifyError::Storage)?;
     let store = Store::open(dir, 16 * 1024 * 1024).map_err(|e| match e {
         LedgerError::InUse(_) => VerifyError::Storage(e.to_string()),
         other => VerifyError::Storage(format!("cannot open the data directory: {other}")),
@@ -119,7 +123,11 @@ fn verify_inner(
         check_both_directions(name, partition)?;
     }
     let state = store.state()?;
-    crate::watermark::check(dir, key, state.size)
+    // The given key and every key joined to it by rotation statements both keys signed.
+    let keys = crate::keyring::KeyRing::load(dir)
+        .map_err(|e| VerifyError::Checkpoint(e.to_string()))?
+        .trusted_from(std::slice::from_ref(key));
+    crate::watermark::check(dir, &keys, state.size)
         .map_err(|e| VerifyError::Checkpoint(e.to_string()))?;
     if state.size == 0 && state.checkpoint.is_empty() {
         if store
@@ -137,16 +145,14 @@ fn verify_inner(
             tree_size: 0,
             root: provledger_signer::empty_root(),
             payloads: 0,
+            erased: 0,
             tiles: 0,
             checkpoints: 0,
             checkpoint: String::new(),
         });
     }
-    let verified =
-        provledger_signer::verify_checkpoint(&state.checkpoint, std::slice::from_ref(key))
-            .map_err(|e| {
-                VerifyError::Checkpoint(format!("latest checkpoint does not verify: {e}"))
-            })?;
+    let verified = provledger_signer::verify_checkpoint(&state.checkpoint, &keys)
+        .map_err(|e| VerifyError::Checkpoint(format!("latest checkpoint does not verify: {e}")))?;
     let cp = verified.checkpoint().clone();
     if cp.size != state.size {
         return Err(VerifyError::Checkpoint(format!(
@@ -159,12 +165,15 @@ fn verify_inner(
     let mut rows: Vec<Vec<u8>> = vec![Vec::new(); (64 / TILE_HEIGHT) as usize];
     let mut tiles_checked = 0u64;
     let mut payloads = 0u64;
+    let mut erased = 0u64;
+    let mut with_subject = 0u64;
     let mut expected = 0u64;
     let mut tile_error: Option<VerifyError> = None;
     let mut with_entity = 0u64;
     let mut cites = 0u64;
     let mut checkpoints = store.checkpoints.iter().peekable();
     let mut checkpoints_checked = 0u64;
+    let mut indexed = crate::indexes::Expected::new(&store)?;
     for kv in store.entries.iter() {
         let (k, v) = kv.map_err(|e| VerifyError::Storage(e.to_string()))?;
         let index = store::be_u64(&k).map_err(|e| VerifyError::Storage(e.to_string()))?;
@@ -202,7 +211,10 @@ fn verify_inner(
                 }
                 payloads += 1;
             }
-            (Some(_), None) => return Err(entry("payload is missing".into())),
+            (Some(_), None) => {
+                crate::erase::verify_missing_payload(&store, &hash).map_err(entry)?;
+                erased += 1;
+            }
             (None, Some(_)) => {
                 return Err(entry(
                     "payload stored for a leaf without a commitment".into(),
@@ -245,6 +257,10 @@ fn verify_inner(
                 )));
             }
         }
+        crate::erase::verify_erasure_refs(&store, &leaf).map_err(entry)?;
+        if crate::erase::verify_subject(&store, &leaf, &hash).map_err(entry)? {
+            with_subject += 1;
+        }
         if let Some(entity) = &leaf.entity {
             with_entity += 1;
             let stored = store
@@ -255,6 +271,8 @@ fn verify_inner(
                 return Err(entry("missing from the entity version index".into()));
             }
         }
+        crate::indexes::verify_record(&store, &leaf, &hash, state.size, &mut indexed)
+            .map_err(entry)?;
         expected += 1;
         while let Some(Ok((k, _))) = checkpoints.peek() {
             let size = store::be_u64(k).map_err(|e| VerifyError::Checkpoint(e.to_string()))?;
@@ -269,7 +287,7 @@ fn verify_inner(
                     "stored checkpoint for size {size} is out of order"
                 )));
             }
-            check_archived(&note, size, &frontier.root(), key)?;
+            check_archived(&note, size, &frontier.root(), &keys)?;
             checkpoints_checked += 1;
         }
         if expected.is_multiple_of(4096) {
@@ -283,9 +301,15 @@ fn verify_inner(
             store::be_u64(&k).unwrap_or(u64::MAX)
         )));
     }
+    crate::indexes::verify_totals(&store, &indexed)?;
     if store.versions.len().map_err(LedgerError::from)? as u64 != with_entity {
         return Err(VerifyError::Storage(
             "the entity version index holds entries for records that do not exist".into(),
+        ));
+    }
+    if store.subjects.len().map_err(LedgerError::from)? as u64 != with_subject {
+        return Err(VerifyError::Storage(
+            "the subject index holds entries for records that do not exist".into(),
         ));
     }
     if store.cites.len().map_err(LedgerError::from)? as u64 != cites {
@@ -340,10 +364,16 @@ fn verify_inner(
         ));
     }
     progress(state.size, state.size);
+    // Everything read back correct: record the digests of the segments just verified, so a
+    // later verify sees any change to them (`crate::seal`). A read-only copy is still verified.
+    if let Err(e) = crate::seal::seal(dir, &store) {
+        tracing::warn!(error = %e, "cannot record segment digests after verifying");
+    }
     Ok(VerifyReport {
         tree_size: state.size,
         root,
         payloads,
+        erased,
         tiles: tiles_checked,
         checkpoints: checkpoints_checked,
         checkpoint: state.checkpoint,
@@ -386,18 +416,18 @@ fn check_both_directions(
     Ok(())
 }
 
-/// A checkpoint from the archive must be signed by the key and match the recomputed root.
+/// A checkpoint from the archive must be signed by a trusted key and match the recomputed root.
 fn check_archived(
     note: &[u8],
     size: u64,
     root: &Hash,
-    key: &VerifierKey,
+    keys: &[VerifierKey],
 ) -> Result<(), VerifyError> {
     let err = |reason: String| {
         VerifyError::Checkpoint(format!("stored checkpoint for size {size}: {reason}"))
     };
     let text = std::str::from_utf8(note).map_err(|_| err("not UTF-8".into()))?;
-    let v = provledger_signer::verify_checkpoint(text, std::slice::from_ref(key))
+    let v = provledger_signer::verify_checkpoint(text, keys)
         .map_err(|e| err(format!("does not verify: {e}")))?;
     if v.checkpoint().size != size {
         return Err(err(format!("says size {}", v.checkpoint().size)));

@@ -59,19 +59,19 @@ impl Watermark {
 }
 
 /// The largest tree size among the slots whose note verifies with `key` (0 when none does).
-pub(crate) fn acknowledged_size(dir: &Path, key: &VerifierKey) -> u64 {
+pub(crate) fn acknowledged_size(dir: &Path, keys: &[VerifierKey]) -> u64 {
     SLOTS
         .iter()
         .filter_map(|name| std::fs::read_to_string(dir.join(name)).ok())
-        .filter_map(|text| verify_checkpoint(&text, std::slice::from_ref(key)).ok())
+        .filter_map(|text| verify_checkpoint(&text, keys).ok())
         .map(|v| v.checkpoint().size)
         .max()
         .unwrap_or(0)
 }
 
 /// Refuses a store that holds fewer entries than were acknowledged.
-pub(crate) fn check(dir: &Path, key: &VerifierKey, stored: u64) -> Result<(), LedgerError> {
-    let acknowledged = acknowledged_size(dir, key);
+pub(crate) fn check(dir: &Path, keys: &[VerifierKey], stored: u64) -> Result<(), LedgerError> {
+    let acknowledged = acknowledged_size(dir, keys);
     if acknowledged > stored {
         return Err(LedgerError::Corrupt(format!(
             "a checkpoint for {acknowledged} entries was acknowledged but the store holds only {stored}: \

@@ -3,7 +3,8 @@
 //! This crate owns lineage traversal over the ledger's record DAG — upstream to the sources a
 //! record cites, downstream to the records that cite it, bounded by depth and node count,
 //! filtered by kind and role, as of a tree size — and the filtered, cursor-paginated listings
-//! the API serves (records, citations, entity versions).
+//! the API serves (records, citations, entity versions), and what changed between two versions
+//! of an entity.
 //!
 //! It must not sign or serve: proofs and checkpoints come from `provledger-ledger` and
 //! `provledger-signer`, the wire from `provledger-graphql`. Every function here reads storage
@@ -34,12 +35,21 @@
 //! # Ok(()) }
 //! ```
 
+mod approvals;
+mod diff;
 mod error;
 mod lineage;
 mod page;
 mod records;
 
 // The public surface: traversal, listings, their paging types and the error.
+pub use crate::approvals::{
+    intervention_stats, pending_approvals, Figures, InterventionStats, STATS_MAX_DECISIONS,
+};
+pub use crate::diff::{
+    changes, diff, json_patch, previous_version, AttributeChange, Changes, PatchKind, PatchOp,
+    PayloadChange,
+};
 pub use crate::error::QueryError;
 pub use crate::lineage::{
     trace, Direction, Edge, Limits, Lineage, Node, PayloadState, TraceOptions, DEFAULT_DEPTH,

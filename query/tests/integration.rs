@@ -7,6 +7,8 @@
 
 mod scenario;
 
+mod approvals;
 mod dag;
+mod indexes;
 mod lineage;
 mod listings;

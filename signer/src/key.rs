@@ -40,7 +40,9 @@ pub fn key_id(name: &str, pubkey: &[u8; 32]) -> [u8; 4] {
 
 /// A log's Ed25519 signing key, named after the log origin.
 ///
-/// The secret is zeroized on drop (by `ed25519_dalek`) and never printed by `Debug`.
+/// The secret is zeroized on drop (by `ed25519_dalek`) and never printed by `Debug`. Clones
+/// are zeroized too; the ledger hands one to whatever signs beside checkpoints (exports).
+#[derive(Clone)]
 pub struct SigningKey {
     key: ed25519_dalek::SigningKey,
     verifier: VerifierKey,

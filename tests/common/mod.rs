@@ -59,6 +59,13 @@ impl Server {
         server
     }
 
+    /// The admin token the server wrote on first start (`<data-dir>/admin.token`).
+    pub fn admin_token(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+    }
+
     /// The data directory (`--data-dir`).
     pub fn data_dir(&self) -> PathBuf {
         self.tmp.path().join("data")
@@ -154,7 +161,12 @@ impl Server {
             self.child = Some(child);
             self.client = Client::new(&format!("http://127.0.0.1:{port}"));
             match self.wait_ready() {
-                Ok(()) => return,
+                Ok(()) => {
+                    if let Some(token) = self.admin_token() {
+                        self.client = self.client.with_token(&token);
+                    }
+                    return;
+                }
                 Err(exited) => {
                     self.child = None;
                     let log = self.log();
@@ -261,6 +273,8 @@ impl Resp {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// Sent as `Authorization: Bearer …` when set (the admin token by default).
+    token: Option<String>,
 }
 
 impl Client {
@@ -272,7 +286,43 @@ impl Client {
                 .timeout_read(Duration::from_secs(60))
                 .timeout_write(Duration::from_secs(60))
                 .build(),
+            token: None,
         }
+    }
+
+    /// The same server with another bearer token (or none: `anonymous`).
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            token: Some(token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// The same server without a token.
+    pub fn anonymous(&self) -> Client {
+        Client {
+            token: None,
+            ..self.clone()
+        }
+    }
+
+    /// A request with this client's token, for anything the helpers below do not cover.
+    pub fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let req = self.agent.request(method, &self.url(path));
+        match &self.token {
+            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    /// Sends a prepared request (from [`Client::request`]) with an optional body.
+    pub fn send(&self, req: ureq::Request, body: Option<&[u8]>) -> Resp {
+        let url = req.url().to_owned();
+        let result = match body {
+            Some(b) => req.send_bytes(b),
+            None => req.call(),
+        };
+        finish(result).unwrap_or_else(|e| panic!("{url} failed: {e}"))
     }
 
     /// Absolute URL of a path on this server.
@@ -282,15 +332,14 @@ impl Client {
 
     /// GET; fails the test on a transport error.
     pub fn get(&self, path: &str) -> Resp {
-        finish(self.agent.get(&self.url(path)).call())
+        finish(self.request("GET", path).call())
             .unwrap_or_else(|e| panic!("GET {path} failed: {e}"))
     }
 
     /// POST of raw bytes; `Err` on a transport error (the server died, …).
     pub fn try_post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Resp, String> {
         finish(
-            self.agent
-                .post(&self.url(path))
+            self.request("POST", path)
                 .set("Content-Type", content_type)
                 .send_bytes(body),
         )

@@ -592,13 +592,8 @@ fn export_refuses_a_running_server_and_unusable_flags() {
     };
     fails(
         &s,
-        &["--entity", "policy:refunds", "--format", "prov-json"],
-        "--format prov-json is not available yet: this release writes only `bundle`",
-    );
-    fails(
-        &s,
-        &["--entity", "x", "--format", "dsse"],
-        "PROV-JSON and DSSE exports come with the next part of issue 4",
+        &["--entity", "policy:refunds", "--format", "PROV-JSON"],
+        "export format \"PROV-JSON\" is unknown: use bundle, prov-json or dsse",
     );
     fails(&s, &[], "choose what to export");
     fails(&s, &["--record", "abc"], "is not a record id");

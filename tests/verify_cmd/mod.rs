@@ -513,13 +513,11 @@ fn verify_reports_flipped_bytes_in_segment_data_blocks() {
     assert_all_flips_detected(&pristine, &targets);
 }
 
-/// Known gap, run with `--ignored`: bytes that lsm-tree 2 protects with no checksum and whose
-/// damage changes no value `provledger verify` reads — the header's uncompressed length and the
-/// first data byte of a block (the journal's Start seqno is the same kind). Closing it needs whole-file
-/// digests of the storage engine's immutable files (see docs/verifying.md, "Limits").
+/// Bytes that lsm-tree 2 protects with no checksum and whose damage changes no value
+/// `provledger verify` reads — the header's uncompressed length and the first data byte of a
+/// block. Caught by the whole-file digests of sealed segments (`segments.sha256`).
 #[test]
-#[ignore = "known gap: storage-engine bytes without checksums whose damage changes no value"]
-fn segment_and_journal_bytes_that_change_nothing() {
+fn segment_bytes_that_change_no_value_read() {
     let (_tmp, pristine, layouts) = log_with_segments();
     let mut targets = Vec::new();
     for s in &layouts {
@@ -547,11 +545,10 @@ fn segment_and_journal_bytes_that_change_nothing() {
 /// Everything in a segment file but its data blocks and the trailer's zero padding: block
 /// index, top-level index, bloom filter, metadata, the trailer's pointers and magic.
 ///
-/// Known gap, run with `--ignored`: lsm-tree 2 keeps no checksums for these regions, and a
-/// flip that changes no value read (a bloom bit set, an unused metadata field) cannot be seen
-/// by reading the data. Closing it needs whole-file digests of immutable segment files.
+/// lsm-tree 2 keeps no checksums for these regions, and a flip that changes no value read (a
+/// bloom bit set, an unused metadata field) cannot be seen by reading the data: the whole-file
+/// digests of sealed segments (`segments.sha256`) catch them.
 #[test]
-#[ignore = "known gap: lsm-tree 2 keeps no checksums for segment indexes, filters and metadata"]
 fn verify_reports_flipped_bytes_in_segment_indexes_filters_and_metadata() {
     let (_tmp, pristine, layouts) = log_with_segments();
     let mut targets = Vec::new();

@@ -211,7 +211,7 @@ fn bad_cursors_and_page_sizes_are_refused() {
 }
 
 #[test]
-fn a_scan_stops_at_its_budget_and_hands_back_a_cursor_to_go_on() {
+fn an_indexed_filter_needs_no_scan_budget_and_an_unindexed_scan_stops_at_it() {
     let mut s = Scenario::empty();
     let noise = SCAN_BUDGET + 50;
     let mut batch: Vec<(&str, serde_json::Value)> = (0..noise)
@@ -224,14 +224,24 @@ fn a_scan_stops_at_its_budget_and_hands_back_a_cursor_to_go_on() {
         .collect();
     batch.push((
         "needle",
-        json!({"kind": "needle", "actor": {"type": "agent", "id": "a"}}),
+        json!({"kind": "needle", "actor": {"type": "robot", "id": "r"}}),
     ));
     s.append(batch);
-    let filter = RecordFilter {
+    let page = Page::new(Some(10), None).unwrap();
+    // The kind index finds the needle at once, whatever lies before it.
+    let by_kind = RecordFilter {
         kind: Some("needle".into()),
         ..Default::default()
     };
-    let page = Page::new(Some(10), None).unwrap();
+    let found = records(&s.ledger, &by_kind, &page, None).unwrap();
+    assert_eq!(found.items.len(), 1);
+    assert_eq!(found.items[0].1.id, s.id("needle"));
+    assert!(!found.has_next_page);
+    // An actor type alone has no index: a scan that stops at its budget.
+    let filter = RecordFilter {
+        actor_type: Some("robot".into()),
+        ..Default::default()
+    };
     let first = records(&s.ledger, &filter, &page, None).unwrap();
     assert!(first.items.is_empty(), "the needle lies beyond the budget");
     assert!(first.has_next_page);

@@ -1,0 +1,1185 @@
+//! Secondary indexes maintained in the append batch: records by kind and by actor, decisions
+//! with their approval outcome, and the queue of decisions still waiting for a human.
+//!
+//! Every key starts with a *scope*, so that one tenant's listing never walks another tenant's
+//! records and an unscoped (all-tenant) listing needs no merge:
+//!
+//! ```text
+//! scope   = 0x00                          all tenants
+//!         | 0x01 ‖ str(tenant)            one tenant
+//! str(s)  = len(s) as u32 BE ‖ bytes of s (names may hold any byte, 0x00 included; a length
+//!           prefix keeps every prefix unambiguous)
+//! kinds     key: scope ‖ str(kind) ‖ index (u64 BE)                   value: empty
+//! actors    key: scope ‖ str(actor type) ‖ str(actor id) ‖ index      value: empty
+//! decisions key: scope ‖ index                                         value: MessagePack Decision
+//! pending   key: scope ‖ index                                         value: empty
+//! ```
+//!
+//! Every record is written under both scopes. A *decision* is a record of kind `decision` or
+//! any record whose attribute `requires_approval` is JSON `true` (it is then *escalated*). An
+//! escalated decision is pending until a record of kind `approval` or `rejection` cites it (in
+//! any role; `decision` is the documented one): the first such record resolves it, its outcome,
+//! index and latency are stored in the decision's value and its `pending` key is deleted, in the
+//! same batch. Later approvals of a resolved decision change nothing.
+//!
+//! Data directories written before these indexes existed are backfilled once when the ledger
+//! opens (meta key `indexes`, see [`backfill`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use provledger_signer::{leaf_hash, Hash};
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::Ledger;
+use crate::record::Leaf;
+use crate::store::{self, Store};
+use crate::verify::VerifyError;
+use crate::LedgerError;
+
+/// Meta key whose presence says the secondary indexes cover every record.
+const MARKER_KEY: &[u8] = b"indexes";
+/// Version of the index layout written under [`MARKER_KEY`].
+const LAYOUT_VERSION: u8 = 1;
+/// Records per committed batch while backfilling an old data directory.
+const BACKFILL_CHUNK: u64 = 4096;
+
+/// Kind of the records that approve a decision.
+pub const APPROVAL_KIND: &str = "approval";
+/// Kind of the records that reject a decision.
+pub const REJECTION_KIND: &str = "rejection";
+/// Kind of the records counted as decisions (besides any record that requires approval).
+pub const DECISION_KIND: &str = "decision";
+/// Attribute that escalates a record to a human: JSON `true` makes it pending.
+pub const REQUIRES_APPROVAL: &str = "requires_approval";
+/// Role of the reference from a decision to the policy version it applied.
+pub const POLICY_ROLE: &str = "policy";
+
+/// A field a record listing can look up in an index instead of scanning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Posting<'a> {
+    /// Records of this kind.
+    Kind(&'a str),
+    /// Records written by this actor (type and id).
+    Actor {
+        /// Actor type (`agent`, `human`, …).
+        kind: &'a str,
+        /// Actor id.
+        id: &'a str,
+    },
+}
+
+/// How a human answered an escalated decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// A record of kind `approval` cited it first.
+    Approved,
+    /// A record of kind `rejection` cited it first.
+    Rejected,
+}
+
+impl Outcome {
+    fn of_kind(kind: &str) -> Option<Outcome> {
+        match kind {
+            APPROVAL_KIND => Some(Outcome::Approved),
+            REJECTION_KIND => Some(Outcome::Rejected),
+            _ => None,
+        }
+    }
+
+    /// `approved` or `rejected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Approved => "approved",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// The policy version a decision cites (its first `policy` reference).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// Entity of the cited policy record, when it names one.
+    pub entity: Option<String>,
+    /// Index of the cited policy record.
+    pub index: u64,
+}
+
+impl fmt::Display for PolicyVersion {
+    /// `entity@index`, or `@index` for a policy record without an entity.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.entity.as_deref().unwrap_or(""), self.index)
+    }
+}
+
+/// How and when an escalated decision was resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolution {
+    /// Index of the approval or rejection record.
+    pub by: u64,
+    /// Approved or rejected.
+    pub outcome: Outcome,
+    /// Its ledger time minus the decision's, in milliseconds.
+    pub latency_ms: u64,
+}
+
+/// A decision as the `decisions` index holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Leaf index of the decision (the key, not stored in the value).
+    #[serde(skip)]
+    pub index: u64,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Ledger time of the decision, ms since the Unix epoch.
+    pub time: u64,
+    /// Id of the actor that made it.
+    pub agent: String,
+    /// The policy version it cites, if any.
+    pub policy: Option<PolicyVersion>,
+    /// True when it required approval.
+    pub escalated: bool,
+    /// Set once an approval or rejection cites it (escalated decisions only).
+    pub resolution: Option<Resolution>,
+}
+
+/// What one committed batch did to decisions, for the Prometheus counters.
+#[derive(Clone, Debug)]
+pub(crate) enum Event {
+    Decided {
+        agent: String,
+        policy: String,
+        escalated: bool,
+    },
+    Resolved {
+        agent: String,
+        policy: String,
+        outcome: Outcome,
+        latency_ms: u64,
+    },
+}
+
+/// Index writes staged by records that are not committed yet: per job, then per batch.
+#[derive(Default)]
+pub(crate) struct Staging {
+    kinds: Vec<Vec<u8>>,
+    actors: Vec<Vec<u8>>,
+    /// Decisions created or resolved by staged records, by index, with whether the decision
+    /// itself is staged (`true`) or already stored.
+    decisions: BTreeMap<u64, (Decision, bool)>,
+    /// Index and entity of every staged record, for references to records of the same batch.
+    staged: HashMap<Hash, (u64, Option<String>)>,
+    pub(crate) events: Vec<Event>,
+}
+
+impl Staging {
+    /// Takes over a successful job's staging.
+    pub(crate) fn absorb(&mut self, other: Staging) {
+        self.kinds.extend(other.kinds);
+        self.actors.extend(other.actors);
+        self.decisions.extend(other.decisions);
+        self.staged.extend(other.staged);
+        self.events.extend(other.events);
+    }
+
+    /// Adds the staged index writes to the batch. Decisions are written once, in their final
+    /// state, so a decision and its approval in the same batch never insert and delete the same
+    /// key.
+    pub(crate) fn write(
+        &mut self,
+        store: &Store,
+        batch: &mut fjall::Batch,
+    ) -> Result<(), LedgerError> {
+        for k in std::mem::take(&mut self.kinds) {
+            batch.insert(&store.kinds, k, Vec::new());
+        }
+        for k in std::mem::take(&mut self.actors) {
+            batch.insert(&store.actors, k, Vec::new());
+        }
+        for (index, (d, staged)) in &self.decisions {
+            let value = encode_decision(d)?;
+            let pending = d.escalated && d.resolution.is_none();
+            for scope in scopes(&d.tenant) {
+                let key = index_key(scope, *index);
+                batch.insert(&store.decisions, key.clone(), value.clone());
+                if pending {
+                    batch.insert(&store.pending, key, Vec::new());
+                } else if !staged {
+                    batch.remove(&store.pending, key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stages the index entries of one sequenced leaf (its index, time and resolved refs set).
+pub(crate) fn stage(
+    store: &Store,
+    leaf: &Leaf,
+    hash: Hash,
+    local: &mut Staging,
+    batch: &Staging,
+) -> Result<(), LedgerError> {
+    let index = leaf.index;
+    for scope in scopes(&leaf.tenant) {
+        local.kinds.push(kind_key(scope, &leaf.kind, index));
+        local
+            .actors
+            .push(actor_key(scope, &leaf.actor.kind, &leaf.actor.id, index));
+    }
+    local.staged.insert(hash, (index, leaf.entity.clone()));
+    if let Some(decision) = derive_decision(leaf, |h| {
+        Ok(match local.staged.get(h).or_else(|| batch.staged.get(h)) {
+            Some(hit) => Some(hit.clone()),
+            None => stored_record(store, h)?,
+        })
+    })? {
+        local.events.push(Event::Decided {
+            agent: decision.agent.clone(),
+            policy: policy_label(decision.policy.as_ref()),
+            escalated: decision.escalated,
+        });
+        local.decisions.insert(index, (decision, true));
+    }
+    let Some(outcome) = Outcome::of_kind(&leaf.kind) else {
+        return Ok(());
+    };
+    for r in &leaf.refs {
+        let h = Hash(r.hash);
+        let cited = match local.staged.get(&h).or_else(|| batch.staged.get(&h)) {
+            Some((i, _)) => Some(*i),
+            None => store.lookup_id(&h)?.map(|(i, _)| i),
+        };
+        let Some(cited) = cited else { continue };
+        let current = match local
+            .decisions
+            .get(&cited)
+            .or_else(|| batch.decisions.get(&cited))
+        {
+            Some(hit) => Some(hit.clone()),
+            None => stored_decision(store, Some(&leaf.tenant), cited)?.map(|d| (d, false)),
+        };
+        let Some((mut decision, staged)) = current else {
+            continue;
+        };
+        if !decision.escalated || decision.resolution.is_some() || decision.tenant != leaf.tenant {
+            continue;
+        }
+        let latency_ms = leaf.time.saturating_sub(decision.time);
+        decision.resolution = Some(Resolution {
+            by: index,
+            outcome,
+            latency_ms,
+        });
+        local.events.push(Event::Resolved {
+            agent: decision.agent.clone(),
+            policy: policy_label(decision.policy.as_ref()),
+            outcome,
+            latency_ms,
+        });
+        local.decisions.insert(cited, (decision, staged));
+    }
+    Ok(())
+}
+
+/// Label of a policy version in metrics: `entity@index`, or `none`.
+pub(crate) fn policy_label(p: Option<&PolicyVersion>) -> String {
+    p.map_or_else(|| "none".to_owned(), ToString::to_string)
+}
+
+/// The decision a leaf is, if any, with its policy looked up through `find` (hash → index and
+/// entity of the cited record).
+fn derive_decision(
+    leaf: &Leaf,
+    find: impl Fn(&Hash) -> Result<Option<(u64, Option<String>)>, LedgerError>,
+) -> Result<Option<Decision>, LedgerError> {
+    let escalated = leaf.attributes.get(REQUIRES_APPROVAL) == Some(&serde_json::Value::Bool(true));
+    if leaf.kind != DECISION_KIND && !escalated {
+        return Ok(None);
+    }
+    let policy = match leaf.refs.iter().find(|r| r.role == POLICY_ROLE) {
+        Some(r) => find(&Hash(r.hash))?.map(|(index, entity)| PolicyVersion { entity, index }),
+        None => None,
+    };
+    Ok(Some(Decision {
+        index: leaf.index,
+        tenant: leaf.tenant.clone(),
+        time: leaf.time,
+        agent: leaf.actor.id.clone(),
+        policy,
+        escalated,
+        resolution: None,
+    }))
+}
+
+/// Index and entity of a stored record.
+fn stored_record(store: &Store, h: &Hash) -> Result<Option<(u64, Option<String>)>, LedgerError> {
+    let Some((index, _)) = store.lookup_id(h)? else {
+        return Ok(None);
+    };
+    let bytes = store
+        .entry(index)?
+        .ok_or_else(|| LedgerError::Corrupt(format!("entry {index} is missing")))?;
+    Ok(Some((index, Leaf::decode(&bytes)?.entity)))
+}
+
+fn stored_decision(
+    store: &Store,
+    tenant: Option<&str>,
+    index: u64,
+) -> Result<Option<Decision>, LedgerError> {
+    let Some(v) = store.decisions.get(index_key(Scope(tenant), index))? else {
+        return Ok(None);
+    };
+    decode_decision(index, &v).map(Some)
+}
+
+fn encode_decision(d: &Decision) -> Result<Vec<u8>, LedgerError> {
+    rmp_serde::to_vec_named(d)
+        .map_err(|e| LedgerError::Corrupt(format!("decision {} does not encode: {e}", d.index)))
+}
+
+fn decode_decision(index: u64, bytes: &[u8]) -> Result<Decision, LedgerError> {
+    let mut d: Decision = rmp_serde::from_slice(bytes).map_err(|e| {
+        LedgerError::Corrupt(format!("decision index entry {index} does not decode: {e}"))
+    })?;
+    d.index = index;
+    Ok(d)
+}
+
+// ---- keys ----
+
+/// Whose records a key lists: one tenant's, or all (`None`).
+#[derive(Clone, Copy, Debug)]
+struct Scope<'a>(Option<&'a str>);
+
+fn scopes(tenant: &str) -> [Scope<'_>; 2] {
+    [Scope(None), Scope(Some(tenant))]
+}
+
+fn push_str(k: &mut Vec<u8>, s: &str) {
+    // A leaf is at most 65,535 bytes, so every name fits a u32.
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(s.as_bytes());
+}
+
+fn scope_prefix(scope: Scope<'_>) -> Vec<u8> {
+    match scope.0 {
+        None => vec![0],
+        Some(t) => {
+            let mut k = Vec::with_capacity(5 + t.len() + 32);
+            k.push(1);
+            push_str(&mut k, t);
+            k
+        }
+    }
+}
+
+fn posting_prefix(scope: Scope<'_>, posting: &Posting<'_>) -> Vec<u8> {
+    let mut k = scope_prefix(scope);
+    match posting {
+        Posting::Kind(kind) => push_str(&mut k, kind),
+        Posting::Actor { kind, id } => {
+            push_str(&mut k, kind);
+            push_str(&mut k, id);
+        }
+    }
+    k
+}
+
+fn kind_key(scope: Scope<'_>, kind: &str, index: u64) -> Vec<u8> {
+    let mut k = posting_prefix(scope, &Posting::Kind(kind));
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn actor_key(scope: Scope<'_>, kind: &str, id: &str, index: u64) -> Vec<u8> {
+    let mut k = posting_prefix(scope, &Posting::Actor { kind, id });
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn index_key(scope: Scope<'_>, index: u64) -> Vec<u8> {
+    let mut k = scope_prefix(scope);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The index at the end of a key.
+fn key_index(k: &[u8]) -> Result<u64, LedgerError> {
+    store::be_u64(k.get(k.len().saturating_sub(8)..).unwrap_or_default())
+}
+
+// ---- reads ----
+
+impl Ledger {
+    /// Indexes of the records of `tenant` (all tenants when `None`) matching `posting`, in log
+    /// order: up to `limit` of them in `[from, to)`, `to` capped at the current tree size. Reads
+    /// the `kinds` or `actors` index; it never scans the log.
+    pub fn postings(
+        &self,
+        tenant: Option<&str>,
+        posting: &Posting<'_>,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, LedgerError> {
+        let to = to.min(self.head().size);
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let store = self.store();
+        let partition = match posting {
+            Posting::Kind(_) => &store.kinds,
+            Posting::Actor { .. } => &store.actors,
+        };
+        let prefix = posting_prefix(Scope(tenant), posting);
+        let key = |i: u64| {
+            let mut k = prefix.clone();
+            k.extend_from_slice(&i.to_be_bytes());
+            k
+        };
+        partition
+            .range(key(from)..key(to))
+            .take(limit)
+            .map(|kv| key_index(&kv?.0))
+            .collect()
+    }
+
+    /// Escalated decisions still waiting for an approval or rejection, oldest first: indexes of
+    /// up to `limit` of them after `after`, of `tenant` (all tenants when `None`).
+    pub fn pending_approvals(
+        &self,
+        tenant: Option<&str>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<u64>, LedgerError> {
+        let size = self.head().size;
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        if start >= size {
+            return Ok(Vec::new());
+        }
+        let scope = Scope(tenant);
+        self.store()
+            .pending
+            .range(index_key(scope, start)..index_key(scope, size))
+            .take(limit)
+            .map(|kv| key_index(&kv?.0))
+            .collect()
+    }
+
+    /// Decisions with index in `[from, to)` (capped at the current tree size), oldest first, of
+    /// `tenant` (all tenants when `None`), at most `limit`. A resolution recorded beyond the
+    /// current tree size is not reported yet.
+    pub fn decisions(
+        &self,
+        tenant: Option<&str>,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Decision>, LedgerError> {
+        let size = self.head().size;
+        let to = to.min(size);
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let scope = Scope(tenant);
+        let mut out = Vec::new();
+        for kv in self
+            .store()
+            .decisions
+            .range(index_key(scope, from)..index_key(scope, to))
+            .take(limit)
+        {
+            let (k, v) = kv?;
+            let mut d = decode_decision(key_index(&k)?, &v)?;
+            if d.resolution.as_ref().is_some_and(|r| r.by >= size) {
+                d.resolution = None;
+            }
+            out.push(d);
+        }
+        Ok(out)
+    }
+}
+
+// ---- backfill ----
+
+/// Builds the secondary indexes of a data directory written before they existed, once: when
+/// the meta marker is missing, every stored entry is staged in order, committed in chunks of
+/// [`BACKFILL_CHUNK`] records, and the marker is written last. Re-running after a crash
+/// rewrites the same entries (each decision is rewritten before any later record resolves it),
+/// so an interrupted backfill simply runs again.
+pub(crate) fn backfill(store: &Store, size: u64) -> Result<(), LedgerError> {
+    if store.meta.get(MARKER_KEY)?.is_some() {
+        return Ok(());
+    }
+    if size > 0 {
+        tracing::info!(
+            records = size,
+            "building the kind, actor and decision indexes"
+        );
+    }
+    let mut start = 0;
+    while start < size {
+        let end = size.min(start + BACKFILL_CHUNK);
+        let mut staging = Staging::default();
+        let empty = Staging::default();
+        for kv in store.entries.range(start.to_be_bytes()..end.to_be_bytes()) {
+            let (_, v) = kv?;
+            let leaf = Leaf::decode(&v)?;
+            stage(store, &leaf, leaf_hash(&v), &mut staging, &empty)?;
+        }
+        let mut batch = store
+            .keyspace
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncAll));
+        staging.write(store, &mut batch)?;
+        batch.commit()?;
+        start = end;
+    }
+    let mut batch = store
+        .keyspace
+        .batch()
+        .durability(Some(fjall::PersistMode::SyncAll));
+    batch.insert(&store.meta, MARKER_KEY, vec![LAYOUT_VERSION]);
+    batch.commit()?;
+    Ok(())
+}
+
+// ---- verification ----
+
+/// Index entries the records account for, counted while verifying.
+#[derive(Default)]
+pub(crate) struct Expected {
+    kinds: u64,
+    actors: u64,
+    decisions: u64,
+    pending: u64,
+    /// False for a data directory whose indexes were never built (the ledger builds them when
+    /// it next opens): nothing is checked then.
+    active: bool,
+}
+
+impl Expected {
+    pub(crate) fn new(store: &Store) -> Result<Expected, LedgerError> {
+        Ok(Expected {
+            active: store.meta.get(MARKER_KEY)?.is_some(),
+            ..Expected::default()
+        })
+    }
+}
+
+/// Checks that the indexes hold exactly what entry `leaf` (with hash `hash`) implies; the
+/// reason names the index. `size` is the signed tree size.
+pub(crate) fn verify_record(
+    store: &Store,
+    leaf: &Leaf,
+    hash: &Hash,
+    size: u64,
+    expected: &mut Expected,
+) -> Result<(), String> {
+    if !expected.active {
+        return Ok(());
+    }
+    let e = |x: LedgerError| x.to_string();
+    let index = leaf.index;
+    for scope in scopes(&leaf.tenant) {
+        if store
+            .kinds
+            .get(kind_key(scope, &leaf.kind, index))
+            .map_err(|x| e(x.into()))?
+            .is_none()
+        {
+            return Err("missing from the kind index (kinds)".into());
+        }
+        if store
+            .actors
+            .get(actor_key(scope, &leaf.actor.kind, &leaf.actor.id, index))
+            .map_err(|x| e(x.into()))?
+            .is_none()
+        {
+            return Err("missing from the actor index (actors)".into());
+        }
+    }
+    expected.kinds += 2;
+    expected.actors += 2;
+    let want = derive_decision(leaf, |h| stored_record(store, h)).map_err(e)?;
+    if let Some(want) = want {
+        expected.decisions += 2;
+        let mut stored = None;
+        for scope in scopes(&leaf.tenant) {
+            let got = match store.decisions.get(index_key(scope, index)) {
+                Ok(Some(v)) => decode_decision(index, &v).map_err(e)?,
+                Ok(None) => return Err("missing from the decision index (decisions)".into()),
+                Err(x) => return Err(e(x.into())),
+            };
+            if stored.as_ref().is_some_and(|s| *s != got) {
+                return Err("the decision index (decisions) differs between scopes".into());
+            }
+            stored = Some(got);
+        }
+        let Some(got) = stored else {
+            return Err("missing from the decision index (decisions)".into());
+        };
+        let resolution = got.resolution.clone();
+        let pending_wanted = want.escalated && resolution.is_none();
+        if (Decision {
+            resolution: None,
+            ..got
+        }) != want
+        {
+            return Err("the decision index (decisions) differs from what the record says".into());
+        }
+        match resolution {
+            Some(_) if !want.escalated => {
+                return Err(
+                    "the decision index (decisions) says a decision that needs no approval was resolved"
+                        .into(),
+                )
+            }
+            Some(r) => check_resolution(store, leaf, hash, &r, size)?,
+            None if want.escalated => expected.pending += 2,
+            None => {}
+        }
+        for scope in scopes(&leaf.tenant) {
+            let present = store
+                .pending
+                .get(index_key(scope, index))
+                .map_err(|x| e(x.into()))?
+                .is_some();
+            if present != pending_wanted {
+                return Err(if present {
+                    "the approval queue (pending) holds a decision that is resolved or needs no approval".into()
+                } else {
+                    "missing from the approval queue (pending)".into()
+                });
+            }
+        }
+    }
+    if Outcome::of_kind(&leaf.kind).is_some() {
+        for r in &leaf.refs {
+            let Some((cited, _)) = store.lookup_id(&Hash(r.hash)).map_err(e)? else {
+                continue;
+            };
+            let Some(d) = stored_decision(store, Some(&leaf.tenant), cited).map_err(e)? else {
+                continue;
+            };
+            if d.escalated && d.resolution.as_ref().is_none_or(|x| x.by > index) {
+                return Err(format!(
+                    "resolves decision {cited}, but the decision index (decisions) does not say so"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stored resolution must name a later approval or rejection of the tree that cites the
+/// decision, with the right outcome and latency.
+fn check_resolution(
+    store: &Store,
+    leaf: &Leaf,
+    hash: &Hash,
+    r: &Resolution,
+    size: u64,
+) -> Result<(), String> {
+    let bad = |why: &str| {
+        format!(
+            "the decision index (decisions) says it was resolved by entry {}, {why}",
+            r.by
+        )
+    };
+    if r.by <= leaf.index || r.by >= size {
+        return Err(bad("which is not a later entry of the tree"));
+    }
+    let bytes = store
+        .entry(r.by)
+        .map_err(|x| x.to_string())?
+        .ok_or_else(|| bad("which is missing"))?;
+    let by = Leaf::decode(&bytes).map_err(|x| x.to_string())?;
+    if Outcome::of_kind(&by.kind) != Some(r.outcome) {
+        return Err(bad(&format!("a record of kind {:?}", by.kind)));
+    }
+    if !by.refs.iter().any(|x| x.hash == hash.0) {
+        return Err(bad("which does not cite it"));
+    }
+    if by.time.saturating_sub(leaf.time) != r.latency_ms {
+        return Err(bad(
+            "with a latency that differs from the two records' times",
+        ));
+    }
+    Ok(())
+}
+
+/// After every entry was checked: the indexes hold nothing the records do not account for.
+pub(crate) fn verify_totals(store: &Store, expected: &Expected) -> Result<(), VerifyError> {
+    if !expected.active {
+        return Ok(());
+    }
+    for (name, partition, want) in [
+        ("kind index (kinds)", &store.kinds, expected.kinds),
+        ("actor index (actors)", &store.actors, expected.actors),
+        (
+            "decision index (decisions)",
+            &store.decisions,
+            expected.decisions,
+        ),
+        ("approval queue (pending)", &store.pending, expected.pending),
+    ] {
+        let have = partition.len().map_err(LedgerError::from)? as u64;
+        if have != want {
+            return Err(VerifyError::Storage(format!(
+                "the {name} holds {have} entries, the records account for {want}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::record::{PreparedRecord, RecordInput};
+    use crate::LedgerConfig;
+    use provledger_signer::SigningKey;
+
+    /// A ledger in a temp dir, reopenable with the same key.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        key: String,
+        registry: prometheus::Registry,
+    }
+
+    impl Fixture {
+        fn new() -> Result<Fixture, Box<dyn std::error::Error>> {
+            Ok(Fixture {
+                dir: tempfile::tempdir()?,
+                key: SigningKey::generate("test.example/log")?
+                    .to_skey()
+                    .to_string(),
+                registry: prometheus::Registry::new(),
+            })
+        }
+
+        fn open(&self) -> Result<Ledger, Box<dyn std::error::Error>> {
+            let key = SigningKey::from_skey(&self.key)?;
+            Ok(Ledger::open(
+                &LedgerConfig::new(self.dir.path()),
+                key,
+                &self.registry,
+            )?)
+        }
+
+        fn verify(&self) -> Result<crate::VerifyReport, VerifyError> {
+            let key = SigningKey::from_skey(&self.key)
+                .map_err(|e| VerifyError::Storage(e.to_string()))?
+                .verifier();
+            crate::verify_data_dir(self.dir.path(), &key, |_, _| {})
+        }
+    }
+
+    fn rec(v: serde_json::Value) -> Result<PreparedRecord, Box<dyn std::error::Error>> {
+        let input: RecordInput = serde_json::from_value(v)?;
+        Ok(PreparedRecord::prepare(input, "record")?)
+    }
+
+    fn decision(
+        agent: &str,
+        escalate: bool,
+        policy: Option<&str>,
+    ) -> Result<PreparedRecord, Box<dyn std::error::Error>> {
+        let refs: Vec<_> = policy
+            .map(|p| serde_json::json!({"role": "policy", "ref": p}))
+            .into_iter()
+            .collect();
+        rec(serde_json::json!({
+            "kind": "decision",
+            "actor": {"type": "agent", "id": agent},
+            "refs": refs,
+            "attributes": {"requires_approval": escalate},
+        }))
+    }
+
+    fn answer(kind: &str, target: &str) -> Result<PreparedRecord, Box<dyn std::error::Error>> {
+        rec(serde_json::json!({
+            "kind": kind,
+            "actor": {"type": "human", "id": "ana"},
+            "refs": [{"role": "decision", "ref": target}],
+        }))
+    }
+
+    fn named(entity: &str, kind: &str) -> Result<PreparedRecord, Box<dyn std::error::Error>> {
+        rec(serde_json::json!({
+            "kind": kind, "entity": entity, "actor": {"type": "human", "id": "ana"},
+        }))
+    }
+
+    /// The ledger's view of the decisions: (index, escalated, outcome and resolver).
+    type Outcomes = Vec<(u64, bool, Option<(Outcome, u64)>)>;
+
+    fn outcomes(l: &Ledger) -> Result<Outcomes, LedgerError> {
+        Ok(l.decisions(None, 0, u64::MAX, 1000)?
+            .into_iter()
+            .map(|d| {
+                (
+                    d.index,
+                    d.escalated,
+                    d.resolution.map(|r| (r.outcome, r.by)),
+                )
+            })
+            .collect())
+    }
+
+    fn metric(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+        registry
+            .gather()
+            .iter()
+            .filter(|f| f.get_name() == name)
+            .flat_map(|f| f.get_metric().to_vec())
+            .filter(|m| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.get_name() == *k && l.get_value() == *v)
+                })
+            })
+            .map(|m| m.get_counter().get_value())
+            .sum()
+    }
+
+    #[test]
+    fn the_approval_queue_follows_decisions_and_their_answers_even_in_one_batch(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let f = Fixture::new()?;
+        let l = f.open()?;
+        // 0 policy v1, 1 escalated decision citing it, 2 plain decision, 3 escalated, 4 input.
+        l.append_blocking(vec![
+            named("policy:refunds", "policy")?,
+            decision("a1", true, Some("policy:refunds"))?,
+            decision("a1", false, None)?,
+            decision("a2", true, None)?,
+            named("doc:1", "input")?,
+        ])?;
+        let id = |i: u64| -> Result<String, LedgerError> { Ok(l.record_at(i)?.id.to_hex()) };
+        assert_eq!(l.pending_approvals(None, None, 10)?, [1, 3]);
+        assert_eq!(l.pending_approvals(Some("default"), Some(1), 10)?, [3]);
+        assert_eq!(
+            l.pending_approvals(Some("other"), None, 10)?,
+            Vec::<u64>::new()
+        );
+        // 5 an escalated decision and 6 its approval in the same job (citing it by entity), and 7
+        // the approval of decision 1.
+        let (d1, d3) = (id(1)?, id(3)?);
+        let mut d5 = decision("a2", true, Some("policy:refunds"))?;
+        d5.entity = Some("refund:5".into());
+        l.append_blocking(vec![
+            d5,
+            answer("approval", "refund:5")?,
+            answer("approval", &d1)?,
+        ])?;
+        assert_eq!(l.pending_approvals(None, None, 10)?, [3]);
+        // 8 rejects 3; 9 approves 3 again, which changes nothing.
+        l.append_blocking(vec![answer("rejection", &d3)?])?;
+        l.append_blocking(vec![answer("approval", &d3)?])?;
+        assert_eq!(l.pending_approvals(None, None, 10)?, Vec::<u64>::new());
+        assert_eq!(
+            outcomes(&l)?,
+            [
+                (1, true, Some((Outcome::Approved, 7))),
+                (2, false, None),
+                (3, true, Some((Outcome::Rejected, 8))),
+                (5, true, Some((Outcome::Approved, 6))),
+            ]
+        );
+        let ds = l.decisions(Some("default"), 0, 100, 100)?;
+        assert_eq!(
+            ds.first().and_then(|d| d.policy.clone()),
+            Some(PolicyVersion {
+                entity: Some("policy:refunds".into()),
+                index: 0
+            })
+        );
+        assert_eq!(ds.first().map(|d| d.agent.as_str()), Some("a1"));
+        let latency = ds
+            .first()
+            .and_then(|d| d.resolution.as_ref())
+            .map(|r| r.latency_ms);
+        let t = |i: u64| -> Result<u64, LedgerError> { Ok(l.record_at(i)?.leaf.time) };
+        assert_eq!(latency, Some(t(7)? - t(1)?));
+        // Counters, by agent and policy version.
+        let r = &f.registry;
+        let p = "policy:refunds@0";
+        assert_eq!(
+            metric(r, "provledger_decisions_total", &[("agent", "a1")]),
+            2.0
+        );
+        assert_eq!(
+            metric(
+                r,
+                "provledger_decisions_total",
+                &[("agent", "a2"), ("policy", p)]
+            ),
+            1.0
+        );
+        assert_eq!(metric(r, "provledger_escalations_total", &[]), 3.0);
+        assert_eq!(
+            metric(r, "provledger_approvals_total", &[("outcome", "approved")]),
+            2.0
+        );
+        assert_eq!(
+            metric(
+                r,
+                "provledger_approvals_total",
+                &[("outcome", "rejected"), ("agent", "a2")]
+            ),
+            1.0
+        );
+        drop(l);
+        f.verify()?;
+        Ok(())
+    }
+
+    #[test]
+    fn kind_and_actor_postings_are_tenant_scoped_and_in_log_order(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let f = Fixture::new()?;
+        let l = f.open()?;
+        let mut batch = Vec::new();
+        for i in 0..6 {
+            batch.push(rec(serde_json::json!({
+                "kind": if i % 2 == 0 { "input" } else { "out.put" },
+                "tenant": if i < 3 { "t1" } else { "t2" },
+                "actor": {"type": "agent", "id": format!("a{}", i % 3)},
+            }))?);
+        }
+        l.append_blocking(batch)?;
+        assert_eq!(
+            l.postings(None, &Posting::Kind("input"), 0, 99, 99)?,
+            [0, 2, 4]
+        );
+        assert_eq!(
+            l.postings(Some("t1"), &Posting::Kind("input"), 0, 99, 99)?,
+            [0, 2]
+        );
+        assert_eq!(
+            l.postings(Some("t2"), &Posting::Kind("out.put"), 0, 99, 99)?,
+            [3, 5]
+        );
+        assert_eq!(l.postings(None, &Posting::Kind("input"), 1, 4, 99)?, [2]);
+        assert_eq!(l.postings(None, &Posting::Kind("input"), 0, 99, 2)?, [0, 2]);
+        let a0 = Posting::Actor {
+            kind: "agent",
+            id: "a0",
+        };
+        assert_eq!(l.postings(None, &a0, 0, 99, 99)?, [0, 3]);
+        assert_eq!(l.postings(Some("t2"), &a0, 0, 99, 99)?, [3]);
+        assert_eq!(l.postings(Some("t"), &a0, 0, 99, 99)?, Vec::<u64>::new());
+        Ok(())
+    }
+
+    /// Removes one key of a partition, or inserts one, with the ledger closed.
+    fn tamper(f: &Fixture, partition: &str, extra: bool) -> Result<(), Box<dyn std::error::Error>> {
+        let store = Store::open(f.dir.path(), 1 << 20)?;
+        let p = store
+            .partitions()
+            .into_iter()
+            .find(|(n, _)| *n == partition)
+            .map(|(_, p)| p.clone())
+            .ok_or("no such partition")?;
+        if extra {
+            p.insert(index_key(Scope(None), 999), b"".to_vec())?;
+        } else {
+            let (k, _) = p.first_key_value()?.ok_or("empty partition")?;
+            p.remove(k)?;
+        }
+        store.keyspace.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    #[test]
+    fn verify_names_the_index_with_a_missing_or_extra_entry(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        for (partition, extra, want) in [
+            ("kinds", false, "(kinds)"),
+            ("kinds", true, "(kinds)"),
+            ("actors", false, "(actors)"),
+            ("actors", true, "(actors)"),
+            ("decisions", false, "(decisions)"),
+            ("decisions", true, "(decisions)"),
+            ("pending", false, "(pending)"),
+            ("pending", true, "(pending)"),
+        ] {
+            let f = Fixture::new()?;
+            let l = f.open()?;
+            l.append_blocking(vec![
+                decision("a1", true, None)?,
+                decision("a1", true, None)?,
+            ])?;
+            let d0 = l.record_at(0)?.id.to_hex();
+            l.append_blocking(vec![answer("approval", &d0)?])?;
+            drop(l);
+            f.verify()?;
+            tamper(&f, partition, extra)?;
+            let err = f.verify().err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.contains(want),
+                "{partition} extra={extra}: verify said {err:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_old_data_dir_is_backfilled_once_on_open() -> Result<(), Box<dyn std::error::Error>> {
+        let f = Fixture::new()?;
+        let l = f.open()?;
+        l.append_blocking(vec![
+            named("policy:p", "policy")?,
+            decision("a1", true, Some("policy:p"))?,
+            decision("a2", true, None)?,
+        ])?;
+        let d1 = l.record_at(1)?.id.to_hex();
+        l.append_blocking(vec![answer("rejection", &d1)?])?;
+        let before = outcomes(&l)?;
+        drop(l);
+        // Make it look like a data dir from before the indexes: empty partitions, no marker.
+        {
+            let store = Store::open(f.dir.path(), 1 << 20)?;
+            for p in [
+                &store.kinds,
+                &store.actors,
+                &store.decisions,
+                &store.pending,
+            ] {
+                let keys: Vec<_> = p.keys().collect::<Result<_, _>>()?;
+                for k in keys {
+                    p.remove(k)?;
+                }
+            }
+            store.meta.remove(MARKER_KEY)?;
+            store.keyspace.persist(fjall::PersistMode::SyncAll)?;
+        }
+        f.verify()?; // nothing to check yet: the indexes were never built
+        let f2 = Fixture {
+            registry: prometheus::Registry::new(),
+            ..f
+        };
+        let l = f2.open()?;
+        assert_eq!(outcomes(&l)?, before);
+        assert_eq!(l.pending_approvals(None, None, 10)?, [2]);
+        assert_eq!(
+            l.postings(None, &Posting::Kind("decision"), 0, 99, 99)?,
+            [1, 2]
+        );
+        drop(l);
+        f2.verify()?;
+        Ok(())
+    }
+
+    #[test]
+    fn length_prefixes_keep_names_with_any_byte_apart() {
+        // With separator bytes, ("a\0b", "c") and ("a", "b\0c") would share a prefix.
+        let one = posting_prefix(
+            Scope(Some("t")),
+            &Posting::Actor {
+                kind: "a\0b",
+                id: "c",
+            },
+        );
+        let two = posting_prefix(
+            Scope(Some("t")),
+            &Posting::Actor {
+                kind: "a",
+                id: "b\0c",
+            },
+        );
+        assert!(!one.starts_with(&two) && !two.starts_with(&one));
+        assert_eq!(
+            kind_key(Scope(Some("t")), "decision", 7),
+            [
+                &[1u8, 0, 0, 0, 1, b't', 0, 0, 0, 8][..],
+                b"decision",
+                &7u64.to_be_bytes()
+            ]
+            .concat()
+        );
+        assert_eq!(
+            index_key(Scope(None), 258),
+            [&[0u8][..], &258u64.to_be_bytes()].concat()
+        );
+        // A tenant named like another's prefix does not see its keys.
+        let ab = kind_key(Scope(Some("ab")), "k", 0);
+        assert!(!ab.starts_with(&posting_prefix(Scope(Some("a")), &Posting::Kind("k"))));
+    }
+
+    #[test]
+    fn policy_labels_name_entity_and_index() {
+        let p = PolicyVersion {
+            entity: Some("policy:refunds".into()),
+            index: 3,
+        };
+        assert_eq!(policy_label(Some(&p)), "policy:refunds@3");
+        assert_eq!(
+            policy_label(Some(&PolicyVersion {
+                entity: None,
+                index: 9
+            })),
+            "@9"
+        );
+        assert_eq!(policy_label(None), "none");
+    }
+}
+
+#[cfg(test)]
+mod backfill_timing_tmp {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_backfill() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::record::{PreparedRecord, RecordInput};
+        let dir = tempfile::tempdir()?;
+        let key = provledger_signer::SigningKey::generate("t.example/log")?;
+        let skey = key.to_skey().to_string();
+        let l = Ledger::open(
+            &crate::LedgerConfig::new(dir.path()),
+            key,
+            &prometheus::Registry::new(),
+        )?;
+        let n = 200_000u64;
+        let mut i = 0;
+        while i < n {
+            let batch = (i..i + 5000)
+                .map(|j| {
+                    let v = serde_json::json!({"kind": if j % 3 == 0 {"decision"} else {"input"},
+                        "entity": format!("e:{}", j % 1000),
+                        "actor": {"type": "agent", "id": format!("a{}", j % 10)},
+                        "attributes": {"requires_approval": j % 6 == 0}});
+                    let input: RecordInput =
+                        serde_json::from_value(v).map_err(|e| e.to_string())?;
+                    PreparedRecord::prepare(input, "r").map_err(|e| e.to_string())
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            l.append_blocking(batch)?;
+            i += 5000;
+        }
+        drop(l);
+        {
+            let store = Store::open(dir.path(), 1 << 20)?;
+            store.meta.remove(MARKER_KEY)?;
+        }
+        let t = std::time::Instant::now();
+        let key = provledger_signer::SigningKey::from_skey(&skey)?;
+        let _l = Ledger::open(
+            &crate::LedgerConfig::new(dir.path()),
+            key,
+            &prometheus::Registry::new(),
+        )?;
+        eprintln!("BACKFILL {n} records: {:?}", t.elapsed());
+        Ok(())
+    }
+}
