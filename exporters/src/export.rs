@@ -98,12 +98,7 @@ pub fn export<W: Write>(
     out: W,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ExportSummary, ExportError> {
-    if key.verifier() != ledger.verifier() {
-        return Err(ExportError::ForeignKey {
-            key: key.verifier().to_string(),
-            log: ledger.verifier().to_string(),
-        });
-    }
+    ensure_log_key(ledger, key)?;
     let head = ledger.head();
     let (doc, plan) = resolve(ledger, &head, scope)?;
     let mut writer = BundleWriter::start(out, &doc, &head, key)?;
@@ -482,4 +477,16 @@ fn check_commitment(rec: &StoredRecord) -> Result<(), ExportError> {
         )),
         _ => Err(corrupt("its payload is stored without its salt")),
     }
+}
+
+/// Refuses a signing key that is not the log's current one: an export signed by another key
+/// would prove nothing about this log.
+pub(crate) fn ensure_log_key(ledger: &Ledger, key: &SigningKey) -> Result<(), ExportError> {
+    if key.verifier() != ledger.verifier() {
+        return Err(ExportError::ForeignKey {
+            key: key.verifier().to_string(),
+            log: ledger.verifier().to_string(),
+        });
+    }
+    Ok(())
 }

@@ -86,12 +86,7 @@ pub fn export_as<W: Write>(
     out: W,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ExportSummary, ExportError> {
-    if key.verifier() != ledger.verifier() {
-        return Err(ExportError::ForeignKey {
-            key: key.verifier().to_string(),
-            log: ledger.verifier().to_string(),
-        });
-    }
+    crate::export::ensure_log_key(ledger, key)?;
     match format {
         ExportFormat::Bundle => export(ledger, key, scope, out, progress),
         ExportFormat::ProvJson => crate::prov::export_prov_json(ledger, scope, out, progress),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::server::{body_error, parse_id, AppState, ReceiptJson};
+use crate::server::{body_error, AppState, ReceiptJson};
 
 /// Body of `POST /v1/records/{id}/erase`.
 #[derive(Deserialize)]
@@ -68,13 +68,7 @@ pub(crate) async fn erase_record(
     id: web::Path<String>,
     body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let hash = parse_id(&id).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_id",
-            format!("record id {id:?} must be 64 lowercase hex digits"),
-        )
-    })?;
+    let hash = crate::server::id_param(&id.into_inner())?;
     let req: EraseOne = parse_body(&state, body)?;
     // Admins reach every tenant; anyone else only their own (others' records are not found).
     let tenant = caller.tenant_scope();

@@ -434,13 +434,7 @@ async fn record(
     caller: crate::auth::Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let hash = parse_id(&id).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_id",
-            format!("record id {id:?} must be 64 lowercase hex digits"),
-        )
-    })?;
+    let hash = id_param(&id.into_inner())?;
     let ledger = state.ledger.clone();
     let tenant = caller.tenant_scope().map(str::to_owned);
     let rec = web::block(move || ledger.record(&hash, tenant.as_deref())).await??;
@@ -449,6 +443,16 @@ async fn record(
         return Err(ApiError::from(provledger_ledger::LedgerError::NotFound));
     }
     Ok(HttpResponse::Ok().json(RecordJson::from(rec)))
+}
+
+/// A record id from a path segment, or the 400 that says what it must be.
+pub(crate) fn id_param(id: &str) -> Result<Hash, ApiError> {
+    parse_id(id).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_id",
+            format!("record id {id:?} must be 64 lowercase hex digits"),
+        )
+    })
 }
 
 /// A record id: exactly 64 lowercase hex digits.

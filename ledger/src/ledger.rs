@@ -150,7 +150,9 @@ impl Drop for Inner {
     }
 }
 
-/// Records segment digests every [`crate::seal::SEAL_EVERY`] until `stop` is set.
+/// The ledger's upkeep thread, until `stop` is set: unblocks stalled flushes
+/// ([`crate::store::unstall_flushes`]) and records segment digests every
+/// [`crate::seal::SEAL_EVERY`].
 fn spawn_sealer(
     dir: PathBuf,
     store: Store,
@@ -159,13 +161,26 @@ fn spawn_sealer(
     let flag = Arc::clone(&stop);
     let handle = std::thread::Builder::new()
         .name("provledger-sealer".into())
-        .spawn(move || loop {
-            std::thread::park_timeout(crate::seal::SEAL_EVERY);
-            if flag.load(Ordering::Acquire) {
-                return;
-            }
-            if let Err(e) = crate::seal::seal(&dir, &store) {
-                tracing::warn!(error = %e, "cannot record segment digests");
+        .spawn(move || {
+            let tick = std::time::Duration::from_millis(100);
+            let mut since_seal = std::time::Duration::ZERO;
+            loop {
+                std::thread::park_timeout(tick);
+                if flag.load(Ordering::Acquire) {
+                    return;
+                }
+                match crate::store::unstall_flushes(&store) {
+                    Ok(true) => tracing::debug!("rotated a memtable to unblock stalled flushes"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot rotate a memtable"),
+                }
+                since_seal += tick;
+                if since_seal >= crate::seal::SEAL_EVERY {
+                    since_seal = std::time::Duration::ZERO;
+                    if let Err(e) = crate::seal::seal(&dir, &store) {
+                        tracing::warn!(error = %e, "cannot record segment digests");
+                    }
+                }
             }
         })?;
     Ok((stop, handle))

@@ -1469,7 +1469,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "invalid record: record.entity: \"redaction-policy\" is reserved for the redaction policy records the ledger writes itself"
+            "invalid record: record.entity: \"redaction-policy\" is reserved for records the ledger writes itself (the redaction policy, key rotations)"
         );
     }
 }

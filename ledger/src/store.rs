@@ -53,6 +53,32 @@ pub(crate) struct State {
     pub(crate) checkpoint: String,
 }
 
+/// fjall's keyspace-wide write buffer (active and sealed memtables); writes halt above it.
+pub(crate) const WRITE_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Works around flush-permit starvation in fjall 2.11: on recovery the flusher gets one permit
+/// per partition with queued memtables, not one per memtable, and a round flushes at most a
+/// few; the memtables left queued hold the write buffer above its limit, every write then
+/// halts, and fjall's monitor will not rotate (which is what would grant more rounds) a
+/// partition that still has queued memtables. Each rotation of a non-empty memtable grants the
+/// flusher one more round. Called every 100 ms by the ledger's upkeep thread; does nothing
+/// while the write buffer is below 90 % of its limit.
+pub(crate) fn unstall_flushes(store: &Store) -> Result<bool, LedgerError> {
+    use fjall::AbstractTree as _;
+    if store.keyspace.write_buffer_size() < WRITE_BUFFER_BYTES / 10 * 9 {
+        return Ok(false);
+    }
+    // Every rotation is one more flush round; queued memtables of several partitions need
+    // several, so rotate every partition that holds something.
+    let mut rotated = false;
+    for (_, partition) in store.partitions() {
+        if partition.tree.active_memtable_size() > 0 {
+            rotated |= partition.rotate_memtable()?;
+        }
+    }
+    Ok(rotated)
+}
+
 /// Takes the exclusive lock on `<dir>/provledger.lock` (creating `dir`): one process at a time
 /// owns a data directory. The lock lasts as long as the returned file is open.
 pub(crate) fn lock_data_dir(dir: &Path) -> Result<std::fs::File, LedgerError> {
@@ -101,7 +127,7 @@ impl Store {
         let lock = lock_data_dir(dir)?;
         let keyspace = Config::new(dir.join("fjall"))
             .cache_size(cache_bytes)
-            .max_write_buffer_size(32 * 1024 * 1024)
+            .max_write_buffer_size(WRITE_BUFFER_BYTES)
             .max_journaling_size(128 * 1024 * 1024)
             .open()?;
         // Per partition, chosen by how it is read (these are fixed when a partition is created):
