@@ -89,6 +89,15 @@ fn caller<'a>(ctx: &Context<'a>) -> &'a Caller {
     ctx.data_opt::<Caller>().unwrap_or(&ANONYMOUS)
 }
 
+/// Refuses a kind-limited token whose kinds do not include `kind` (the fields that answer
+/// only about records of that kind).
+fn require_kind(ctx: &Context<'_>, kind: &str) -> Result<(), Failure> {
+    if caller(ctx).may_read_kind(kind) {
+        return Ok(());
+    }
+    Err(Denied(format!("this token may not read records of kind {kind:?}")).into())
+}
+
 /// The tenant the caller may see (`None`: every tenant), owned for blocking closures.
 fn tenant_scope(ctx: &Context<'_>) -> Option<String> {
     caller(ctx).tenant_scope().map(str::to_owned)
@@ -231,6 +240,7 @@ impl QueryRoot {
         first: Option<u32>,
         after: Option<String>,
     ) -> Result<RecordConnection, Failure> {
+        require_kind(ctx, "decision")?;
         let page = page(first, after.as_deref())?;
         let tenant = tenant_scope(ctx);
         let conn = blocking(ctx, move |l| {
@@ -254,6 +264,7 @@ impl QueryRoot {
         from: Option<u64>,
         to: Option<u64>,
     ) -> Result<crate::hitl::InterventionStats, Failure> {
+        require_kind(ctx, "decision")?;
         let tenant = tenant_scope(ctx);
         let stats = blocking(ctx, move |l| {
             Ok(provledger_query::intervention_stats(

@@ -14,11 +14,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use async_graphql::futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use async_graphql::{Context, Data, Executor, InputObject, Object, Subscription};
 use async_graphql_actix_web::GraphQLSubscription;
-use provledger_ledger::{Head, Leaf, Ledger};
+use provledger_ledger::{Head, Leaf, Ledger, TokenStore};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{caller_from_token, check_field, Caller};
-use crate::error::{ApiError, Failure};
+use crate::error::{ApiError, Failure, GqlCode};
 use crate::schema::{Checkpoint, InclusionProof, ProvSchema, Record};
 use crate::AppState;
 
@@ -55,6 +55,8 @@ async fn websocket(
         ));
     }
     let mut data = Data::default();
+    // Each message re-checks the subscriber's token against the store (revocation, expiry).
+    data.insert(Arc::clone(&state.tokens));
     if let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let token = value
             .to_str()
@@ -136,7 +138,8 @@ impl SubscriptionRoot {
             .data::<Ledger>()
             .map_err(|e| Failure::internal(&e.message))?
             .clone();
-        let stream = tail(ledger, filter.unwrap_or_default(), caller, from)?;
+        let tokens = ctx.data_opt::<Arc<TokenStore>>().cloned();
+        let stream = tail(ledger, filter.unwrap_or_default(), caller, tokens, from)?;
         Ok(stream.map(|r| r.map_err(Into::into)))
     }
 }
@@ -223,6 +226,8 @@ struct Tail {
     filter: AppendedFilter,
     /// Whose records may be sent (their tenant, the kinds of their token); `None`: anyone's.
     caller: Option<Caller>,
+    /// Where the caller's token is checked again before each message.
+    tokens: Option<Arc<TokenStore>>,
     next: u64,
     target: Arc<Head>,
     ready: VecDeque<RecordAppended>,
@@ -235,6 +240,7 @@ fn tail(
     ledger: Ledger,
     filter: AppendedFilter,
     caller: Option<Caller>,
+    tokens: Option<Arc<TokenStore>>,
     from: Option<u64>,
 ) -> Result<impl Stream<Item = Result<RecordAppended, Failure>>, Failure> {
     // Subscribe before reading the head: a batch committed in between is then both covered by
@@ -253,6 +259,7 @@ fn tail(
         rx,
         filter,
         caller,
+        tokens,
         next,
         target: head,
         ready: VecDeque::new(),
@@ -272,6 +279,15 @@ impl Tail {
     async fn advance(&mut self) -> Result<Option<RecordAppended>, Failure> {
         loop {
             if let Some(item) = self.ready.pop_front() {
+                // A token revoked or expired since the subscription began ends it.
+                if let (Some(Caller::Token(token)), Some(store)) = (&self.caller, &self.tokens) {
+                    if !store.still_valid(token) {
+                        return Err(Failure::new(
+                            GqlCode::Unauthenticated,
+                            "the subscription's token was revoked or has expired",
+                        ));
+                    }
+                }
                 return Ok(Some(item));
             }
             if self.next < self.target.size {
@@ -379,7 +395,8 @@ mod tests {
             kind: Some("decision".into()),
             ..AppendedFilter::default()
         };
-        let stream = tail(ledger.clone(), filter, None, None).map_err(|e| format!("{e:?}"))?;
+        let stream =
+            tail(ledger.clone(), filter, None, None, None).map_err(|e| format!("{e:?}"))?;
         // More batches than the notification backlog holds, before the stream is first polled.
         let batches = SUBSCRIBER_BACKLOG + 10;
         let l = ledger.clone();
@@ -429,7 +446,7 @@ mod tests {
             }),
             ..AppendedFilter::default()
         };
-        let got: Vec<(u64, u64)> = tail(ledger.clone(), filter, None, Some(1))
+        let got: Vec<(u64, u64)> = tail(ledger.clone(), filter, None, None, Some(1))
             .map_err(|e| format!("{e:?}"))?
             .take(1)
             .map(|r| r.map(|a| (a.record.0.index, a.head.size)))
@@ -439,7 +456,7 @@ mod tests {
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{e:?}"))?;
         assert_eq!(got, vec![(2, 3)]);
-        let Err(e) = tail(ledger, AppendedFilter::default(), None, Some(4)) else {
+        let Err(e) = tail(ledger, AppendedFilter::default(), None, None, Some(4)) else {
             panic!("from beyond the tree size must be refused");
         };
         assert!(

@@ -334,6 +334,15 @@ impl TokenStore {
         Ok(info)
     }
 
+    /// Whether a token authenticated earlier (by its [`TokenInfo`]) is still valid now: not
+    /// revoked and not expired. Long-lived connections (subscriptions) ask before each message.
+    pub fn still_valid(&self, token: &TokenInfo) -> bool {
+        let now = now_ms();
+        self.read()
+            .values()
+            .any(|t| t.id == token.id && t.expires.is_none_or(|e| e > now))
+    }
+
     fn persist(&self, tokens: &HashMap<[u8; 32], TokenInfo>) -> Result<(), AccessError> {
         let mut list: Vec<StoredToken> = tokens
             .iter()

@@ -708,6 +708,33 @@ fn kind_limits_and_tenant_claims_bind_writers() {
     let missing = spy.get(&format!("/v1/records/{}", "cd".repeat(32)));
     assert_eq!(seen.status, 404);
     assert_eq!(seen.body, missing.body, "no existence leak");
+
+    // An auditor limited to inputs reads no decision figures and no listing of other kinds.
+    let resp = w.admin.post(
+        "/v1/tokens",
+        "application/json",
+        br#"{"role": "auditor", "tenant": "acme", "kinds": ["input"]}"#,
+    );
+    let narrow = w
+        .admin
+        .with_token(resp.json()["token"].as_str().expect("token"));
+    for query in [
+        "{ pendingApprovals { edges { node { id } } } }",
+        "{ stats { __typename } }",
+        "{ records { edges { node { id } } } }",
+    ] {
+        let answer = graphql(&narrow, query);
+        assert_eq!(
+            error_code(&answer).as_deref(),
+            Some("FORBIDDEN"),
+            "{query}: {answer}"
+        );
+    }
+    let inputs = graphql(
+        &narrow,
+        r#"{ records(filter: {kind: "input"}) { edges { node { kind } } } }"#,
+    );
+    assert_eq!(error_code(&inputs), None, "{inputs}");
 }
 
 #[test]

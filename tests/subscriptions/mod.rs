@@ -310,3 +310,37 @@ fn subscriptions_need_a_reader_token() {
     assert_eq!(u16::from(close.code), 1002);
     assert!(close.reason.contains("unauthorized"), "{close:?}");
 }
+
+#[test]
+fn a_revoked_token_ends_its_open_subscription() {
+    let server = Server::start(&[]);
+    let admin = server.client();
+    let created = admin
+        .post(
+            "/v1/tokens",
+            "application/json",
+            br#"{"role": "auditor", "tenant": "default"}"#,
+        )
+        .json();
+    let auditor = admin.with_token(created["token"].as_str().expect("token"));
+    let mut socket = GqlSocket::connect(&auditor);
+    socket.subscribe("t", TAIL, json!({}));
+    admin.append(&input("agent-1", 1));
+    let first = socket.next("t");
+    assert!(first["errors"].is_null(), "{first}");
+    assert_eq!(first["data"]["recordAppended"]["record"]["kind"], "input");
+
+    let id = created["id"].as_str().expect("id");
+    let revoke = admin.request("DELETE", &format!("/v1/tokens/{id}"));
+    assert_eq!(admin.send(revoke, None).status, 200);
+    admin.append(&input("agent-1", 2));
+    let last = socket.next("t");
+    assert_eq!(
+        last["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{last}"
+    );
+    assert!(
+        last["data"].is_null() || last["data"]["recordAppended"].is_null(),
+        "{last}"
+    );
+}
