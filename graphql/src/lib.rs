@@ -6,9 +6,11 @@
 //! proofs against one checkpoint, appends; `GET /graphql`: the GraphiQL console, served from
 //! vendored assets; `/graphql/ws`: live subscriptions over graphql-transport-ws), exports
 //! streamed from the server (`POST /v1/exports`: bundle, PROV-JSON, DSSE, written by
-//! `provledger-exporters`), OpenLineage run events (`POST /api/v1/lineage`), and the
-//! single place that maps library errors to
-//! HTTP status codes and JSON error bodies, and to GraphQL `extensions.code`s.
+//! `provledger-exporters`), OpenLineage run events (`POST /api/v1/lineage`), tokens and keys
+//! (`/v1/tokens`, `/v1/keys`), erasure (`/v1/records/{id}/erase`, `/v1/erasures`), the one table
+//! of who may call what (`auth`: every route and GraphQL root field, checked before routing),
+//! and the single place that maps library errors to HTTP status codes and JSON error bodies,
+//! and to GraphQL `extensions.code`s.
 //!
 //! It must not hold business logic: validation of records, hashing, proofs and storage
 //! belong to `provledger-ledger`; lineage traversal, filters and paging to

@@ -3,7 +3,11 @@
 //! This crate owns the record model and its canonical leaf encoding, the RFC 6962 Merkle
 //! tree stored on disk as C2SP tlog-tiles, the durable append pipeline (group commit, fsync,
 //! one signed checkpoint per batch, idempotency), inclusion and consistency proofs, and the
-//! offline verifier of a data directory. Storage is fjall.
+//! offline verifier of a data directory. Storage is fjall. It also owns what lives in the data
+//! directory beside the log: ingress redaction policies and their tokenization key, payload
+//! erasure, compaction and retention, the kind/actor/decision indexes, the access-token store
+//! (`tokens.json`), the list of the log's keys and their rotation statements (`keys.json`), and
+//! the segment digests `verify` checks (`segments.sha256`).
 //!
 //! It must not know about HTTP or GraphQL: callers hand it validated records and get receipts
 //! back. Key layouts and tree internals stay private; `docs/format.md` documents what is
