@@ -206,6 +206,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot open the ledger in {}", settings.data_dir.display()))?;
     install_redaction_policy(&ledger, &settings)?;
     settings.upkeep.spawn(&ledger)?;
+    let tokens = Arc::new(tokens::open_for_server(&settings.data_dir)?);
     let head = ledger.head();
     info!(
         listen = %settings.listen,
@@ -215,7 +216,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         tree_size = head.size,
         "provledger ready"
     );
-    let tokens = Arc::new(tokens::open_for_server(&settings.data_dir)?);
     let http = provledger_graphql::HttpMetrics::register(&registry)
         .context("cannot register HTTP metrics")?;
     let state = AppState {
