@@ -308,17 +308,7 @@ impl QueryRoot {
     ) -> Result<InclusionProof, Failure> {
         let tenant = tenant_scope(ctx);
         let p = blocking(ctx, move |l| {
-            let proof = l.inclusion_proof(index, tree_size)?;
-            // Another tenant's leaf answers like an index that holds nothing of the caller's.
-            if tenant.is_some_and(|t| {
-                t != l
-                    .record_at(index)
-                    .map(|r| r.leaf.tenant)
-                    .unwrap_or_default()
-            }) {
-                return Err(LedgerError::NotFound.into());
-            }
-            Ok(proof)
+            Ok(l.tenant_inclusion_proof(index, tree_size, tenant.as_deref())?)
         })
         .await?;
         Ok(InclusionProof::from(p))

@@ -403,7 +403,7 @@ mod tests {
         let key_file = dir.path().join("signing.key");
         let a = SigningKey::create_new(&key_file, "example.com/log")
             .map_err(|e| LedgerError::Signing(e.to_string()))?;
-        let b = SigningKey::create_new(&pending_key_path(&key_file), "example.com/log")
+        let _b = SigningKey::create_new(&pending_key_path(&key_file), "example.com/log")
             .map_err(|e| LedgerError::Signing(e.to_string()))?;
         // Crash before the ring named b: b is dropped, a stays.
         KeyRing::first(&a.verifier()).save(dir.path())?;
@@ -423,7 +423,6 @@ mod tests {
         let loaded =
             SigningKey::load(&key_file).map_err(|e| LedgerError::Signing(e.to_string()))?;
         assert_eq!(loaded.verifier(), c.verifier());
-        let _ = b;
         Ok(())
     }
 }

@@ -631,20 +631,37 @@ impl Ledger {
         if index >= self.head().size {
             return Err(LedgerError::NotFound);
         }
+        let record = self.record_at(index)?;
         if tenant.is_some_and(|t| t != owner) {
             // The log's own records (policy, key rotations) are every tenant's to read.
             let shared = owner == crate::DEFAULT_TENANT
-                && self.record_at(index).is_ok_and(|r| {
-                    r.leaf
-                        .entity
-                        .as_deref()
-                        .is_some_and(|e| crate::record::LOG_ENTITIES.contains(&e))
-                });
+                && record
+                    .leaf
+                    .entity
+                    .as_deref()
+                    .is_some_and(|e| crate::record::LOG_ENTITIES.contains(&e));
             if !shared {
                 return Err(LedgerError::NotFound);
             }
         }
-        self.record_at(index)
+        Ok(record)
+    }
+
+    /// [`Ledger::inclusion_proof`] for a caller that may see only `tenant` (`None`: every
+    /// tenant): another tenant's leaf answers [`LedgerError::NotFound`], like an index that
+    /// holds nothing of the caller's. Reads the leaf, not its payload. Blocking.
+    pub fn tenant_inclusion_proof(
+        &self,
+        index: u64,
+        tree_size: Option<u64>,
+        tenant: Option<&str>,
+    ) -> Result<InclusionProof, LedgerError> {
+        if let Some(t) = tenant {
+            if Leaf::decode(&self.leaf(index)?)?.tenant != t {
+                return Err(LedgerError::NotFound);
+            }
+        }
+        self.inclusion_proof(index, tree_size)
     }
 
     /// Index and tenant of a record id in the current tree, without reading the record.
