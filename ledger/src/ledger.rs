@@ -144,7 +144,7 @@ impl Drop for Inner {
             }
         }
         // The last word on segment digests, now that no batch is in flight.
-        if let Err(e) = crate::seal::seal(&self.data_dir, &self.store) {
+        if let Err(e) = crate::seal::seal_settled(&self.data_dir, &self.store) {
             tracing::warn!(error = %e, "cannot record segment digests at close");
         }
     }
@@ -583,7 +583,7 @@ impl Ledger {
     /// A background thread does this every few seconds and the ledger once more when dropped;
     /// call it when shutting down while other handles may outlive this one. Blocking.
     pub fn seal(&self) -> Result<usize, LedgerError> {
-        crate::seal::seal(&self.inner.data_dir, &self.inner.store)
+        crate::seal::seal_settled(&self.inner.data_dir, &self.inner.store)
     }
 
     /// Retires a key that no longer signs (by vkey or key hash): still listed, no longer

@@ -31,6 +31,62 @@ pub(crate) const SEAL_EVERY: Duration = Duration::from_secs(2);
 /// Relative path → hex SHA-256.
 type Seals = BTreeMap<String, String>;
 
+/// How long a final seal waits for the storage engine's background work ([`settle`]).
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits until the storage engine is quiet — no memtable queued for flushing, no compaction
+/// running, and no flush or compaction finished, over three looks 20 ms apart — or until
+/// `limit` has passed. Returns whether it settled.
+///
+/// Opening a keyspace queues the memtables it recovers for flushing, and the last batches
+/// before a close may leave some queued too; the segments those flushes (and the compactions
+/// they trigger) write are registered only when done. A seal taken before then would leave
+/// them out, so the final seals (at close and after `provledger verify`) wait here first.
+pub(crate) fn settle(store: &Store, limit: Duration) -> bool {
+    use fjall::AbstractTree as _;
+    let deadline = std::time::Instant::now() + limit;
+    let busy = || {
+        store.keyspace.active_compactions() > 0
+            || store
+                .partitions()
+                .iter()
+                .any(|(_, p)| p.tree.sealed_memtable_count() > 0)
+    };
+    let done = || {
+        (
+            store.keyspace.flushes_completed(),
+            store.keyspace.compactions_completed(),
+        )
+    };
+    let mut quiet_looks = 0;
+    let mut last = done();
+    while std::time::Instant::now() < deadline {
+        let now = done();
+        if busy() || now != last {
+            quiet_looks = 0;
+        } else {
+            quiet_looks += 1;
+            if quiet_looks == 3 {
+                return true;
+            }
+        }
+        last = now;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// [`seal`] once the storage engine has [settled](settle): the last word before a close, or
+/// after a verify.
+pub(crate) fn seal_settled(dir: &Path, store: &Store) -> Result<usize, LedgerError> {
+    if !settle(store, SETTLE_LIMIT) {
+        tracing::warn!(
+            "storage engine still flushing or compacting after {SETTLE_LIMIT:?}; segments it writes are sealed on the next start"
+        );
+    }
+    seal(dir, store)
+}
+
 /// Records the digests of every segment the keyspace has registered (new ones are hashed;
 /// known ones keep their digest; ones no longer registered are dropped). Blocking.
 pub(crate) fn seal(dir: &Path, store: &Store) -> Result<usize, LedgerError> {

@@ -366,7 +366,7 @@ fn verify_inner(
     progress(state.size, state.size);
     // Everything read back correct: record the digests of the segments just verified, so a
     // later verify sees any change to them (`crate::seal`). A read-only copy is still verified.
-    if let Err(e) = crate::seal::seal(dir, &store) {
+    if let Err(e) = crate::seal::seal_settled(dir, &store) {
         tracing::warn!(error = %e, "cannot record segment digests after verifying");
     }
     Ok(VerifyReport {

@@ -439,6 +439,17 @@ fn log_with_segments() -> (tempfile::TempDir, PathBuf, Vec<SegmentLayout>) {
         !layouts.is_empty(),
         "the segment files vanished on recovery"
     );
+    // verify waits for the flushes its own recovery started before it seals, so every segment
+    // file left behind is listed with its digest.
+    let sealed = std::fs::read_to_string(pristine.join("segments.sha256")).expect("seal list");
+    for s in &layouts {
+        let rel = s.file.strip_prefix(&pristine).expect("under the data dir");
+        let rel = rel.to_str().expect("utf-8 path");
+        assert!(
+            sealed.lines().any(|l| l.ends_with(&format!("  {rel}"))),
+            "segment {rel} is not in segments.sha256 after verify:\n{sealed}"
+        );
+    }
     (tmp, pristine, layouts)
 }
 
