@@ -3,12 +3,18 @@
 //! signed by the log key over the DSSE pre-authentication encoding (PAE), so that supply-chain
 //! tooling that verifies DSSE can check it.
 //!
-//! An envelope base64-encodes its whole statement and signs it in one piece, so unlike a bundle
-//! it is built in memory: three to four times the bundle's size at its peak. Export large scopes
-//! as bundles.
+//! An envelope base64-encodes its whole statement and signs it in one piece. The writer still
+//! streams: the statement goes to an anonymous temporary file (the bundle as predicate, written
+//! as it is exported, then the subjects, gathered in a second temporary file meanwhile), is
+//! signed by reading that file twice (Ed25519 reads its message twice,
+//! [`SigningKey::sign_raw_streamed`]), and is base64-encoded into the envelope from the file.
+//! Memory does not grow with the export; the temporary files take about the bundle's size. The
+//! verifier, [`verify_dsse`], holds the envelope in memory: check large exports as bundles.
 
 use std::borrow::Cow;
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek as _, SeekFrom, Write};
+use std::os::unix::fs::FileExt as _;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -18,22 +24,26 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{BundleError, ExportError};
-use crate::export::{export, ExportSummary, Scope};
+use crate::export::{export_observed, ExportSummary, Scope};
 use crate::verify::{verify_bundle, BundleReport, LaterCheckpoint};
 
 /// `payloadType` of the envelope: an in-toto statement.
 pub const DSSE_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// `_type` of the statement.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
-/// `predicateType` of the statement: the predicate is a provledger bundle, version 1
+/// `predicateType` of the statements written: the predicate is a provledger bundle, version 2
 /// (`docs/export-format.md`).
-pub const BUNDLE_PREDICATE_TYPE: &str = "https://provledger.dev/attestation/export-bundle/v1";
+pub const BUNDLE_PREDICATE_TYPE: &str = "https://provledger.dev/attestation/export-bundle/v2";
+/// `predicateType` of envelopes written before bundle version 2 (a version 1 bundle), still
+/// verified.
+const BUNDLE_PREDICATE_TYPE_V1: &str = "https://provledger.dev/attestation/export-bundle/v1";
 
 /// Largest envelope [`verify_dsse`] reads.
 const MAX_ENVELOPE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
-/// Writes a DSSE envelope of `scope` to `out`: the bundle [`export`] writes, as the predicate
-/// of an in-toto statement, signed with `key` (the log's key) over the PAE.
+/// Writes a DSSE envelope of `scope` to `out`: the bundle [`crate::export`] writes, as the
+/// predicate of an in-toto statement, signed with `key` (the log's key) over the PAE. Memory
+/// does not grow with the scope; two anonymous temporary files hold the statement meanwhile.
 pub fn export_dsse<W: Write>(
     ledger: &Ledger,
     key: &SigningKey,
@@ -41,25 +51,32 @@ pub fn export_dsse<W: Write>(
     mut out: W,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ExportSummary, ExportError> {
-    let mut bundle = Vec::new();
-    let summary = export(ledger, key, scope, &mut bundle, progress)?;
-    while bundle.last().is_some_and(u8::is_ascii_whitespace) {
-        bundle.pop();
-    }
-    let statement = statement(&bundle)?;
-    drop(bundle);
-    let signature = key.sign_raw(&pae(DSSE_PAYLOAD_TYPE, &statement));
+    let (statement, summary) = write_statement(ledger, key, scope, progress)?;
+    let len = statement.metadata()?.len();
+    let prefix = format!(
+        "DSSEv1 {} {DSSE_PAYLOAD_TYPE} {len} ",
+        DSSE_PAYLOAD_TYPE.len()
+    );
+    let signature = key.sign_raw_streamed(&|sink| {
+        sink(prefix.as_bytes());
+        read_chunks(&statement, len, &mut |chunk| {
+            sink(chunk);
+            Ok(())
+        })
+    })?;
     let signatures = [SignatureOut {
         keyid: key.verifier().to_string(),
         sig: STANDARD.encode(signature),
     }];
-    // The payload is base64-encoded straight into `out`, a block at a time, so the envelope
-    // costs no third copy of the export.
     out.write_all(b"{\"payloadType\":")?;
     serde_json::to_writer(&mut out, DSSE_PAYLOAD_TYPE).map_err(std::io::Error::from)?;
     out.write_all(b",\"payload\":\"")?;
-    write_base64(&mut out, &statement)?;
-    drop(statement);
+    let mut block = String::with_capacity(BASE64_BLOCK / 3 * 4);
+    read_chunks(&statement, len, &mut |chunk| {
+        block.clear();
+        STANDARD.encode_string(chunk, &mut block);
+        out.write_all(block.as_bytes())
+    })?;
     out.write_all(b"\",\"signatures\":")?;
     serde_json::to_writer(&mut out, &signatures).map_err(std::io::Error::from)?;
     out.write_all(b"}\n")?;
@@ -67,19 +84,74 @@ pub fn export_dsse<W: Write>(
     Ok(summary)
 }
 
-/// Bytes of payload base64-encoded at a time: a multiple of 3, so blocks join without padding.
-const BASE64_BLOCK: usize = 3 * 64 * 1024;
+/// The in-toto statement of `scope`, in an anonymous temporary file: `_type`, `predicateType`,
+/// the bundle as `predicate` (streamed as it is exported), then `subject` (each record's id and
+/// the SHA-256 of its leaf bytes, gathered in a second temporary file meanwhile).
+fn write_statement(
+    ledger: &Ledger,
+    key: &SigningKey,
+    scope: &Scope,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<(File, ExportSummary), ExportError> {
+    let mut statement = BufWriter::with_capacity(256 * 1024, tempfile::tempfile()?);
+    let mut subjects = BufWriter::with_capacity(64 * 1024, tempfile::tempfile()?);
+    statement.write_all(b"{\"_type\":")?;
+    serde_json::to_writer(&mut statement, STATEMENT_TYPE).map_err(std::io::Error::from)?;
+    statement.write_all(b",\"predicateType\":")?;
+    serde_json::to_writer(&mut statement, BUNDLE_PREDICATE_TYPE).map_err(std::io::Error::from)?;
+    statement.write_all(b",\"predicate\":")?;
+    let mut first = true;
+    let summary = export_observed(
+        ledger,
+        key,
+        scope,
+        &mut statement,
+        progress,
+        &mut |id, leaf| {
+            if !std::mem::take(&mut first) {
+                subjects.write_all(b",")?;
+            }
+            let subject = SubjectOut {
+                name: id.to_hex(),
+                digest: DigestOut {
+                    sha256: hex::encode(Sha256::digest(leaf)),
+                },
+            };
+            serde_json::to_writer(&mut subjects, &subject).map_err(std::io::Error::from)?;
+            Ok(())
+        },
+    )?;
+    statement.write_all(b",\"subject\":[")?;
+    let mut subjects = subjects.into_inner().map_err(|e| e.into_error())?;
+    subjects.seek(SeekFrom::Start(0))?;
+    std::io::copy(&mut subjects, &mut statement)?;
+    drop(subjects);
+    statement.write_all(b"]}")?;
+    let statement = statement.into_inner().map_err(|e| e.into_error())?;
+    Ok((statement, summary))
+}
 
-/// Standard base64 of `data` into `out`, one block at a time.
-fn write_base64<W: Write>(out: &mut W, data: &[u8]) -> std::io::Result<()> {
-    let mut block = String::with_capacity(BASE64_BLOCK / 3 * 4);
-    for chunk in data.chunks(BASE64_BLOCK) {
-        block.clear();
-        STANDARD.encode_string(chunk, &mut block);
-        out.write_all(block.as_bytes())?;
+/// Calls `each` with the first `len` bytes of `file`, a block at a time (positioned reads: the
+/// file's cursor is not used).
+fn read_chunks(
+    file: &File,
+    len: u64,
+    each: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; BASE64_BLOCK];
+    let mut at = 0u64;
+    while at < len {
+        let n = usize::try_from(len - at).map_or(buf.len(), |rest| rest.min(buf.len()));
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        file.read_exact_at(chunk, at)?;
+        each(chunk)?;
+        at += n as u64;
     }
     Ok(())
 }
+
+/// Bytes of payload base64-encoded at a time: a multiple of 3, so blocks join without padding.
+const BASE64_BLOCK: usize = 3 * 64 * 1024;
 
 /// The DSSE v1 pre-authentication encoding that is signed:
 /// `"DSSEv1" SP len(type) SP type SP len(body) SP body`, lengths in ASCII decimal.
@@ -154,7 +226,7 @@ pub fn verify_dsse<R: Read>(
             st.kind
         )));
     }
-    if st.predicate_type != BUNDLE_PREDICATE_TYPE {
+    if st.predicate_type != BUNDLE_PREDICATE_TYPE && st.predicate_type != BUNDLE_PREDICATE_TYPE_V1 {
         return Err(envelope(format!(
             "predicateType is {:?}, expected {BUNDLE_PREDICATE_TYPE:?}",
             st.predicate_type
@@ -231,37 +303,6 @@ pub fn verify_dsse<R: Read>(
 
 fn envelope(reason: String) -> BundleError {
     BundleError::Envelope(reason)
-}
-
-/// The statement bytes: the subjects from the bundle's leaves, then the bundle as predicate.
-fn statement(bundle: &[u8]) -> Result<Vec<u8>, ExportError> {
-    let inner: PredicateIn = serde_json::from_slice(bundle).map_err(std::io::Error::from)?;
-    let mut subjects = Vec::with_capacity(inner.records.len());
-    for (position, record) in inner.records.iter().enumerate() {
-        let leaf = STANDARD
-            .decode(record.leaf.as_bytes())
-            .map_err(|e| ExportError::Corrupt {
-                index: position as u64,
-                reason: format!("the bundle just written holds a leaf that is not base64: {e}"),
-            })?;
-        subjects.push(SubjectOut {
-            name: leaf_hash(&leaf).to_hex(),
-            digest: DigestOut {
-                sha256: hex::encode(Sha256::digest(&leaf)),
-            },
-        });
-    }
-    let mut out = Vec::with_capacity(bundle.len() + subjects.len() * 160 + 256);
-    out.extend_from_slice(b"{\"_type\":");
-    serde_json::to_writer(&mut out, STATEMENT_TYPE).map_err(std::io::Error::from)?;
-    out.extend_from_slice(b",\"subject\":");
-    serde_json::to_writer(&mut out, &subjects).map_err(std::io::Error::from)?;
-    out.extend_from_slice(b",\"predicateType\":");
-    serde_json::to_writer(&mut out, BUNDLE_PREDICATE_TYPE).map_err(std::io::Error::from)?;
-    out.extend_from_slice(b",\"predicate\":");
-    out.extend_from_slice(bundle);
-    out.push(b'}');
-    Ok(out)
 }
 
 #[derive(Serialize)]
@@ -348,9 +389,18 @@ mod tests {
         let data: Vec<u8> = (0..BASE64_BLOCK * 2 + 7)
             .map(|i| (i * 31 % 251) as u8)
             .collect();
-        let mut out = Vec::new();
-        assert!(write_base64(&mut out, &data).is_ok());
-        assert_eq!(out, STANDARD.encode(&data).into_bytes());
+        let mut file = tempfile::tempfile().expect("temporary file");
+        file.write_all(&data).expect("write");
+        let mut out = String::new();
+        let mut block = String::new();
+        read_chunks(&file, data.len() as u64, &mut |chunk| {
+            block.clear();
+            STANDARD.encode_string(chunk, &mut block);
+            out.push_str(&block);
+            Ok(())
+        })
+        .expect("read back");
+        assert_eq!(out, STANDARD.encode(&data));
     }
 
     #[test]

@@ -36,12 +36,6 @@ pub enum ExportError {
         /// The entity name.
         entity: String,
     },
-    /// The upstream lineage is larger than one bundle may hold.
-    #[error("the lineage has more than {limit} records; export it with a smaller depth")]
-    LineageTooLarge {
-        /// Most records a lineage export may hold.
-        limit: usize,
-    },
     /// The signing key is not the one the log's checkpoints are signed with.
     #[error("signing key {key} is not the log's key {log}: sign exports with the data directory's own key")]
     ForeignKey {
@@ -90,7 +84,7 @@ pub enum BundleError {
         found: String,
     },
     /// A version this verifier does not read.
-    #[error("bundle version {found} is not supported: this verifier reads version 1")]
+    #[error("bundle version {found} is not supported: this verifier reads versions 1 and 2")]
     Version {
         /// The version found.
         found: u64,
@@ -146,7 +140,18 @@ pub enum BundleError {
         /// How they differ.
         detail: String,
     },
-    /// The manifest lists a record the bundle does not hold.
+    /// The bundle holds more or fewer records than the (version 2) manifest was signed for.
+    #[error("the signed manifest covers {signed} records but the bundle holds {found}: records were removed or added after it was signed")]
+    RecordCount {
+        /// `record_count` of the manifest.
+        signed: u64,
+        /// Records in the bundle.
+        found: u64,
+    },
+    /// The records' indexes and leaf hashes are not the ones the (version 2) manifest binds.
+    #[error("the records are not the ones the signed manifest covers (records_sha256 differs): a record was replaced by another, or the records were reordered")]
+    RecordsDigest,
+    /// The manifest lists a record the bundle does not hold (version 1).
     #[error("record {index} is missing: the signed manifest lists it at position {position} (leaf hash {leaf_hash}) but the bundle's records do not hold it")]
     MissingRecord {
         /// Its index in the log, as the manifest lists it.
@@ -156,7 +161,7 @@ pub enum BundleError {
         /// Its leaf hash, as the manifest lists it.
         leaf_hash: Hash,
     },
-    /// The bundle holds a record the manifest does not list at that position.
+    /// The bundle holds a record the manifest does not list at that position (version 1).
     #[error("record {index} (position {position} in the bundle) is not the record the signed manifest lists at that position{listed}")]
     UnlistedRecord {
         /// Its index in the log.

@@ -1,10 +1,13 @@
 //! Writing a bundle: resolve the scope against one signed head, stream the records with their
-//! inclusion proofs as they are read, then write the manifest and sign it. Memory holds the
-//! 32-byte leaf hash and 8-byte index of each record written, nothing else that grows.
+//! inclusion proofs as they are read, then write the manifest and sign it. Nothing in memory
+//! grows with the number of records: the manifest binds them through a running digest
+//! ([`RecordsDigest`]), and a lineage scope's indexes are found in descending order and spilled
+//! to an anonymous temporary file ([`Spilled`]), 8 bytes each, then read back ascending.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
 use provledger_ledger::{commitment, Head, Leaf, Ledger, StoredRecord, DEFAULT_TENANT};
@@ -13,12 +16,9 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ExportError;
 use crate::format::{
-    B64Hash, Base64, HexHash, HexList, ManifestOut, RecordOut, ScopeDoc, BUNDLE_FORMAT,
+    B64Hash, Base64, HexHash, ManifestOut, RecordOut, RecordsDigest, ScopeDoc, BUNDLE_FORMAT,
     BUNDLE_VERSION, MANIFEST_FORMAT,
 };
-
-/// Most records a lineage export collects before it refuses (the traversal keeps their indexes).
-pub const MAX_LINEAGE_RECORDS: usize = 1_000_000;
 
 /// Versions of an entity read per page.
 const PAGE: usize = 1024;
@@ -98,12 +98,27 @@ pub fn export<W: Write>(
     out: W,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<ExportSummary, ExportError> {
+    export_observed(ledger, key, scope, out, progress, &mut |_, _| Ok(()))
+}
+
+/// Called with each record's id and leaf bytes as it is written.
+pub(crate) type Observer<'a> = dyn FnMut(&Hash, &[u8]) -> Result<(), ExportError> + 'a;
+
+/// [`export`], calling `observe` with each record's id and leaf bytes as it is written.
+pub(crate) fn export_observed<W: Write>(
+    ledger: &Ledger,
+    key: &SigningKey,
+    scope: &Scope,
+    out: W,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+    observe: &mut Observer<'_>,
+) -> Result<ExportSummary, ExportError> {
     ensure_log_key(ledger, key)?;
     let head = ledger.head();
     let (doc, plan) = resolve(ledger, &head, scope)?;
     let mut writer = BundleWriter::start(out, &doc, &head, key)?;
     walk(ledger, &head, &plan, progress, &mut |index| {
-        writer.record(ledger, index)
+        writer.record(ledger, index, observe)
     })?;
     let records = writer.count();
     writer.finish(key)?;
@@ -196,13 +211,14 @@ pub(crate) fn walk(
                 progress(index - from + 1, Some(to - from));
             }
         }
-        Plan::Indexes(indexes) => {
-            let total = indexes.len() as u64;
-            for &index in indexes {
+        Plan::Indexes(spilled) => {
+            let total = spilled.count;
+            spilled.ascending(&mut |index| {
                 visit(index)?;
                 count += 1;
                 progress(count, Some(total));
-            }
+                Ok(())
+            })?;
         }
     }
     Ok(count)
@@ -220,7 +236,42 @@ pub(crate) enum Plan {
         kind: Option<String>,
         tenant: Option<String>,
     },
-    Indexes(BTreeSet<u64>),
+    /// A lineage: its indexes, spilled to a temporary file.
+    Indexes(Spilled),
+}
+
+/// Record indexes in a temporary file, written in descending order and read back ascending:
+/// 8 bytes (big-endian) each, so memory holds none of them. The file is anonymous (unlinked
+/// as soon as it is made), so nothing is left behind however the export ends.
+pub(crate) struct Spilled {
+    file: File,
+    count: u64,
+}
+
+impl Spilled {
+    /// Indexes read back per read.
+    const CHUNK: u64 = 8192;
+
+    /// Calls `visit` with every index, ascending.
+    fn ascending(
+        &self,
+        visit: &mut dyn FnMut(u64) -> Result<(), ExportError>,
+    ) -> Result<(), ExportError> {
+        let mut buf = Vec::new();
+        let mut end = self.count;
+        while end > 0 {
+            let start = end.saturating_sub(Self::CHUNK);
+            buf.resize(((end - start) * 8) as usize, 0);
+            self.file.read_exact_at(&mut buf, start * 8)?;
+            for raw in buf.chunks_exact(8).rev() {
+                let mut be = [0u8; 8];
+                be.copy_from_slice(raw);
+                visit(u64::from_be_bytes(be))?;
+            }
+            end = start;
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn resolve(
@@ -305,16 +356,21 @@ pub(crate) fn resolve(
 }
 
 /// The chosen records and everything they cite up to `depth` hops, as indexes.
-// A stand-in until the query crate's lineage traversal can be used here.
+///
+/// A ref always cites an earlier record, so a traversal that always expands the highest index
+/// not yet expanded meets each record once, in descending order, after every record of the
+/// lineage that cites it: by then it knows the fewest hops to it, which decides whether its
+/// own refs are followed. Memory holds the frontier (found, not yet expanded) only; the
+/// indexes found go to a [`Spilled`] file.
 fn upstream(
     ledger: &Ledger,
     head: &Head,
     tenant: Option<&str>,
     ids: &[Hash],
     depth: u32,
-) -> Result<BTreeSet<u64>, ExportError> {
-    let mut found = BTreeSet::new();
-    let mut queue = VecDeque::new();
+) -> Result<Spilled, ExportError> {
+    // Index → fewest hops from a chosen record.
+    let mut frontier: BTreeMap<u64, u32> = BTreeMap::new();
     for id in ids {
         let (index, owner) = ledger
             .locate(id)?
@@ -327,11 +383,13 @@ fn upstream(
                 wanted: wanted.to_owned(),
             });
         }
-        if found.insert(index) {
-            queue.push_back((index, 0u32));
-        }
+        frontier.insert(index, 0);
     }
-    while let Some((index, hops)) = queue.pop_front() {
+    let mut out = BufWriter::with_capacity(64 * 1024, tempfile::tempfile()?);
+    let mut count = 0u64;
+    while let Some((index, hops)) = frontier.pop_last() {
+        out.write_all(&index.to_be_bytes())?;
+        count += 1;
         if hops >= depth {
             continue;
         }
@@ -344,17 +402,12 @@ fn upstream(
                     index,
                     reason: format!("it cites {cited}, which is not an earlier record of the log"),
                 })?;
-            if found.insert(at) {
-                if found.len() > MAX_LINEAGE_RECORDS {
-                    return Err(ExportError::LineageTooLarge {
-                        limit: MAX_LINEAGE_RECORDS,
-                    });
-                }
-                queue.push_back((at, hops + 1));
-            }
+            let fewest = frontier.entry(at).or_insert(hops + 1);
+            *fewest = (*fewest).min(hops + 1);
         }
     }
-    Ok(found)
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    Ok(Spilled { file, count })
 }
 
 pub(crate) fn decode(ledger: &Ledger, index: u64) -> Result<Leaf, ExportError> {
@@ -366,8 +419,7 @@ struct BundleWriter<'a, W: Write> {
     out: BufWriter<W>,
     scope: &'a ScopeDoc,
     head: &'a Head,
-    indexes: Vec<u64>,
-    leaf_hashes: Vec<Hash>,
+    digest: RecordsDigest,
 }
 
 impl<'a, W: Write> BundleWriter<'a, W> {
@@ -392,16 +444,20 @@ impl<'a, W: Write> BundleWriter<'a, W> {
             out,
             scope,
             head,
-            indexes: Vec::new(),
-            leaf_hashes: Vec::new(),
+            digest: RecordsDigest::default(),
         })
     }
 
     fn count(&self) -> u64 {
-        self.indexes.len() as u64
+        self.digest.count()
     }
 
-    fn record(&mut self, ledger: &Ledger, index: u64) -> Result<(), ExportError> {
+    fn record(
+        &mut self,
+        ledger: &Ledger,
+        index: u64,
+        observe: &mut Observer<'_>,
+    ) -> Result<(), ExportError> {
         let rec = ledger.record_at(index)?;
         check_commitment(&rec)?;
         let proof = ledger.inclusion_proof(index, Some(self.head.size))?;
@@ -418,15 +474,15 @@ impl<'a, W: Write> BundleWriter<'a, W> {
             payload: rec.payload.as_ref(),
             salt: rec.salt.as_ref().map(|s| Base64(s)),
         };
-        let sep = if self.indexes.is_empty() { "\n" } else { ",\n" };
+        let sep = if self.count() == 0 { "\n" } else { ",\n" };
         self.out.write_all(sep.as_bytes())?;
         serde_json::to_writer(&mut self.out, &entry).map_err(std::io::Error::from)?;
-        self.indexes.push(index);
-        self.leaf_hashes.push(rec.id);
-        Ok(())
+        self.digest.add(index, &rec.id);
+        observe(&rec.id, &rec.leaf_bytes)
     }
 
     fn finish(mut self, key: &SigningKey) -> Result<(), ExportError> {
+        let (record_count, records_sha256) = self.digest.finish();
         let manifest = ManifestOut {
             format: MANIFEST_FORMAT,
             version: BUNDLE_VERSION,
@@ -436,8 +492,8 @@ impl<'a, W: Write> BundleWriter<'a, W> {
             )),
             tree_size: self.head.size,
             root: B64Hash(self.head.root),
-            indexes: &self.indexes,
-            leaf_hashes: HexList(&self.leaf_hashes),
+            record_count,
+            records_sha256: HexHash(records_sha256),
         };
         let canonical =
             serde_json_canonicalizer::to_vec(&manifest).map_err(std::io::Error::from)?;

@@ -1,19 +1,51 @@
-//! Bundle format v1 as it sits in the file: the names, the order of the top-level fields, the
-//! scope object, and the manifest. `docs/export-format.md` documents every field; keep the two in
-//! step.
+//! The bundle format as it sits in the file: the names, the order of the top-level fields, the
+//! scope object, and the manifest (version 2 binds the records through a running digest;
+//! version 1 listed every record, and is still read). `docs/export-format.md` documents every
+//! field; keep the two in step.
 
 use std::fmt;
 
 use provledger_signer::Hash;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 
 /// `format` of a bundle.
 pub const BUNDLE_FORMAT: &str = "provledger-bundle";
-/// `version` of the bundles this crate writes and reads.
-pub const BUNDLE_VERSION: u64 = 1;
+/// `version` of the bundles this crate writes.
+pub const BUNDLE_VERSION: u64 = 2;
+/// Every `version` the verifier reads: 1, whose manifest lists each record's index and leaf
+/// hash (about 80 bytes a record, held in memory to sign it), and 2, whose manifest binds them
+/// through [`RecordsDigest`] so that a bundle of any size is written in bounded memory.
+pub const READABLE_VERSIONS: [u64; 2] = [1, 2];
 /// `format` inside the manifest: keeps a manifest signature from being read as any other
 /// JSON document the log key might sign one day.
 pub(crate) const MANIFEST_FORMAT: &str = "provledger-bundle-manifest";
+
+/// `records_sha256` of a version 2 manifest, computed as the records go by: SHA-256 over, for
+/// each record in bundle order, its index (8 bytes, big-endian) followed by its 32-byte leaf
+/// hash. Also counts them (`record_count`).
+#[derive(Clone, Default)]
+pub(crate) struct RecordsDigest {
+    hasher: Sha256,
+    count: u64,
+}
+
+impl RecordsDigest {
+    pub(crate) fn add(&mut self, index: u64, leaf_hash: &Hash) {
+        self.hasher.update(index.to_be_bytes());
+        self.hasher.update(leaf_hash.as_bytes());
+        self.count += 1;
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// `(record_count, records_sha256)`.
+    pub(crate) fn finish(self) -> (u64, Hash) {
+        (self.count, Hash(self.hasher.finalize().into()))
+    }
+}
 
 /// The top-level fields, in the order a bundle must list them. Streaming verifiers rely on it:
 /// the checkpoint and keys come before the records they check, the manifest after them.
@@ -120,7 +152,8 @@ pub(crate) struct RecordIn<'a> {
     pub salt: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// The manifest, as the exporter writes it (RFC 8785 canonical JSON, which is what is signed).
+/// The version 2 manifest, as the exporter writes it (RFC 8785 canonical JSON, which is what is
+/// signed).
 #[derive(Serialize)]
 pub(crate) struct ManifestOut<'a> {
     pub format: &'static str,
@@ -129,11 +162,12 @@ pub(crate) struct ManifestOut<'a> {
     pub checkpoint_sha256: HexHash,
     pub tree_size: u64,
     pub root: B64Hash,
-    pub indexes: &'a [u64],
-    pub leaf_hashes: HexList<'a>,
+    pub record_count: u64,
+    pub records_sha256: HexHash,
 }
 
-/// The manifest, as the verifier reads it (after checking its signature).
+/// A manifest of either version, as the verifier reads it (after checking its signature):
+/// version 1 holds `indexes` and `leaf_hashes`, version 2 `record_count` and `records_sha256`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ManifestIn {
@@ -143,8 +177,14 @@ pub(crate) struct ManifestIn {
     pub checkpoint_sha256: HexHash,
     pub tree_size: u64,
     pub root: B64Hash,
-    pub indexes: Vec<u64>,
-    pub leaf_hashes: Vec<HexHash>,
+    #[serde(default)]
+    pub indexes: Option<Vec<u64>>,
+    #[serde(default)]
+    pub leaf_hashes: Option<Vec<HexHash>>,
+    #[serde(default)]
+    pub record_count: Option<u64>,
+    #[serde(default)]
+    pub records_sha256: Option<HexHash>,
 }
 
 /// A hash written as 64 lowercase hex digits; reading accepts exactly that form.
@@ -222,15 +262,6 @@ impl Serialize for Base64<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use base64::Engine as _;
         s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0))
-    }
-}
-
-/// A list of hashes written as lowercase hex strings, without copying them.
-pub(crate) struct HexList<'a>(pub &'a [Hash]);
-
-impl Serialize for HexList<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|h| HexHash(*h)))
     }
 }
 

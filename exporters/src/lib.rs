@@ -4,8 +4,10 @@
 //! - **export bundles**: one self-contained JSON file holding a scope of the log (an entity's
 //!   versions, an index or time range, chosen records with their upstream lineage), each record
 //!   with its leaf, inclusion proof, payload and salt, all proven against one signed checkpoint,
-//!   and a manifest signed by the log key that binds the scope, the checkpoint and the list of
-//!   leaf hashes. Written streaming, with memory that holds 40 bytes per record;
+//!   and a manifest signed by the log key that binds the scope, the checkpoint and a digest of
+//!   the records' indexes and leaf hashes. Written streaming, in memory that does not grow with
+//!   the number of records (a lineage's indexes and a DSSE statement spill to anonymous
+//!   temporary files);
 //! - **offline verification** of a bundle ([`verify_bundle`]): signatures, every inclusion
 //!   proof and payload commitment, refs between the records, the manifest, and optionally
 //!   consistency with a later checkpoint. It needs nothing but the bundle and a verifier key;
@@ -58,9 +60,7 @@ mod formats_tests;
 mod tests;
 
 // Writing bundles: what to export, and what was written.
-pub use crate::export::{
-    export, export_to_file, ExportSummary, RangeScope, Scope, MAX_LINEAGE_RECORDS,
-};
+pub use crate::export::{export, export_to_file, ExportSummary, RangeScope, Scope};
 
 // Verifying bundles offline, and what a verified bundle holds.
 pub use crate::verify::{verify_bundle, BundleReport, ConsistencyProof, KeyTrust, LaterCheckpoint};
@@ -74,7 +74,7 @@ pub use crate::output::{export_as, export_as_file, ExportFormat};
 pub use crate::prov::{export_prov_json, is_activity, ACTIVITY_KINDS, PROV_NAMESPACE};
 
 // The format's name and version, as written in every bundle.
-pub use crate::format::{BUNDLE_FORMAT, BUNDLE_VERSION};
+pub use crate::format::{BUNDLE_FORMAT, BUNDLE_VERSION, READABLE_VERSIONS};
 
 // Errors: of exporting, of a bundle that does not verify, and of one of its records.
 pub use crate::error::{BundleError, ExportError, RecordFault};

@@ -207,6 +207,41 @@ fn ordered(v: &Value) -> Vec<u8> {
     out
 }
 
+/// `bundle` (version 2) rewritten as the version 1 format wrote it: the manifest lists every
+/// record's index and leaf hash instead of their count and digest, and is signed again by `key`.
+/// `f` may change the records first (the manifest is built from the records as given).
+fn as_version_1(bundle: &[u8], key: &SigningKey, f: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let original: Value = serde_json::from_slice(bundle).unwrap();
+    let records = original["records"].as_array().unwrap();
+    let indexes: Vec<Value> = records.iter().map(|r| r["index"].clone()).collect();
+    let leaf_hashes: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let leaf = STANDARD.decode(r["leaf"].as_str().unwrap()).unwrap();
+            json!(provledger_signer::leaf_hash(&leaf).to_hex())
+        })
+        .collect();
+    edit(bundle, |v| {
+        v["version"] = json!(1);
+        let m = v["manifest"].as_object_mut().unwrap();
+        m.remove("record_count");
+        m.remove("records_sha256");
+        m.insert("version".into(), json!(1));
+        m.insert("indexes".into(), json!(indexes));
+        m.insert("leaf_hashes".into(), json!(leaf_hashes));
+        let canonical = serde_json_canonicalizer::to_vec(&v["manifest"]).unwrap();
+        v["manifest_signature"] = json!(STANDARD.encode(key.sign_raw(&canonical)));
+        f(v);
+    })
+}
+
+/// Flips the lowest bit of the first byte of a hex string's decoded bytes.
+fn flip_hex(s: &mut Value) {
+    let mut bytes = hex::decode(s.as_str().unwrap()).unwrap();
+    bytes[0] ^= 1;
+    *s = Value::String(hex::encode(bytes));
+}
+
 /// Flips the lowest bit of byte `at` of a base64 string's decoded bytes.
 fn flip_b64(s: &mut Value, at: usize) {
     let mut bytes = STANDARD.decode(s.as_str().unwrap()).unwrap();
@@ -296,7 +331,7 @@ fn bundles_are_deterministic_and_one_record_per_line() {
     assert_eq!(a, f.export(&scope), "same head and scope, same bytes");
     let text = String::from_utf8(a).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert!(lines[0].starts_with("{\"format\":\"provledger-bundle\",\"version\":1,"));
+    assert!(lines[0].starts_with("{\"format\":\"provledger-bundle\",\"version\":2,"));
     assert_eq!(
         lines
             .iter()
@@ -313,7 +348,14 @@ fn bundles_are_deterministic_and_one_record_per_line() {
 fn a_re_indented_bundle_still_verifies() {
     let f = fixture();
     let bundle = f.export(&f.lineage("output-1", 3));
-    let v: Value = serde_json::from_slice(&bundle).unwrap();
+    assert_eq!(f.verify(&re_indented(&bundle)).unwrap().records(), 6);
+    let v1 = as_version_1(&bundle, &f.key, |_| {});
+    assert_eq!(f.verify(&re_indented(&v1)).unwrap().records(), 6);
+}
+
+/// `bundle` pretty-printed, its fields kept in bundle order.
+fn re_indented(bundle: &[u8]) -> Vec<u8> {
+    let v: Value = serde_json::from_slice(bundle).unwrap();
     let mut pretty = b"{\n".to_vec();
     for (i, name) in FIELDS.iter().enumerate() {
         if i > 0 {
@@ -323,7 +365,7 @@ fn a_re_indented_bundle_still_verifies() {
         pretty.extend(serde_json::to_vec_pretty(&v[*name]).unwrap());
     }
     pretty.extend(b"\n}\n");
-    assert_eq!(f.verify(&pretty).unwrap().records(), 6);
+    pretty
 }
 
 #[test]
@@ -405,11 +447,74 @@ fn withheld_payloads_verify_and_are_counted() {
 }
 
 #[test]
-fn removed_duplicated_and_extra_records_are_caught() {
+fn removed_duplicated_replaced_and_extra_records_are_caught() {
     let f = fixture();
     let bundle = f.export(&f.lineage("output-1", 3));
 
     let removed = edit(&bundle, |v| {
+        v["records"].as_array_mut().unwrap().remove(2);
+    });
+    let err = f.verify(&removed).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BundleError::RecordCount {
+                signed: 6,
+                found: 5
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the signed manifest covers 6 records but the bundle holds 5: records were removed or added after it was signed"
+    );
+
+    let duplicated = edit(&bundle, |v| {
+        let copy = v["records"][2].clone();
+        v["records"].as_array_mut().unwrap().insert(3, copy);
+    });
+    let (index, fault) = record_error(f.verify(&duplicated));
+    assert_eq!(index, f.index("policy-v2"));
+    assert!(matches!(fault, RecordFault::NotAscending { .. }));
+
+    // policy v1 is in the log and proven, but not one of the records the manifest covers.
+    let other = f.export(&Scope::entity(None, "policy:refunds"));
+    let policy_v1: Value = serde_json::from_slice::<Value>(&other).unwrap()["records"][0].clone();
+    let extra = edit(&bundle, |v| {
+        v["records"]
+            .as_array_mut()
+            .unwrap()
+            .insert(2, policy_v1.clone());
+    });
+    assert!(matches!(
+        f.verify(&extra),
+        Err(BundleError::RecordCount {
+            signed: 6,
+            found: 7
+        })
+    ));
+    let replaced = edit(&bundle, |v| v["records"][2] = policy_v1.clone());
+    let err = f.verify(&replaced).unwrap_err();
+    assert!(matches!(err, BundleError::RecordsDigest), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("the records are not the ones the signed manifest covers"),
+        "{err}"
+    );
+}
+
+/// Version 1 bundles (written before version 2) still verify, and their manifest's lists name
+/// the record that was removed or added.
+#[test]
+fn version_1_bundles_verify_and_name_the_missing_record() {
+    let f = fixture();
+    let bundle = f.export(&f.lineage("output-1", 3));
+    let v1 = as_version_1(&bundle, &f.key, |_| {});
+    let r = f.verify(&v1).unwrap();
+    assert_eq!(r.records(), 6);
+
+    let removed = edit(&v1, |v| {
         v["records"].as_array_mut().unwrap().remove(2);
     });
     let err = f.verify(&removed).unwrap_err();
@@ -429,18 +534,9 @@ fn removed_duplicated_and_extra_records_are_caught() {
         "{err}"
     );
 
-    let duplicated = edit(&bundle, |v| {
-        let copy = v["records"][2].clone();
-        v["records"].as_array_mut().unwrap().insert(3, copy);
-    });
-    let (index, fault) = record_error(f.verify(&duplicated));
-    assert_eq!(index, f.index("policy-v2"));
-    assert!(matches!(fault, RecordFault::NotAscending { .. }));
-
-    // policy v1 is in the log and proven, but not in this bundle's manifest.
     let other = f.export(&Scope::entity(None, "policy:refunds"));
     let policy_v1: Value = serde_json::from_slice::<Value>(&other).unwrap()["records"][0].clone();
-    let extra = edit(&bundle, |v| {
+    let extra = edit(&v1, |v| {
         v["records"].as_array_mut().unwrap().insert(2, policy_v1);
     });
     match f.verify(&extra).unwrap_err() {
@@ -451,6 +547,21 @@ fn removed_duplicated_and_extra_records_are_caught() {
         }
         other => panic!("expected an unlisted record, got {other:?}"),
     }
+
+    // A version 1 manifest under a version 2 header (or the reverse) is refused.
+    let mixed = edit(&v1, |v| v["version"] = json!(2));
+    assert!(matches!(
+        f.verify(&mixed),
+        Err(BundleError::ManifestMismatch {
+            field: "format",
+            ..
+        })
+    ));
+    let unknown = edit(&v1, |v| v["version"] = json!(3));
+    assert_eq!(
+        f.verify(&unknown).unwrap_err().to_string(),
+        "bundle version 3 is not supported: this verifier reads versions 1 and 2"
+    );
 }
 
 #[test]
@@ -485,8 +596,8 @@ fn tampered_checkpoint_manifest_and_scope_are_caught() {
     for change in [
         |m: &mut Value| m["tree_size"] = json!(1),
         |m: &mut Value| m["scope"]["depth"] = json!(4),
-        |m: &mut Value| m["leaf_hashes"].as_array_mut().unwrap().swap(0, 1),
-        |m: &mut Value| m["indexes"][0] = json!(7),
+        |m: &mut Value| m["record_count"] = json!(5),
+        |m: &mut Value| flip_hex(&mut m["records_sha256"]),
     ] {
         let manifest = edit(&bundle, |v| change(&mut v["manifest"]));
         assert!(
@@ -595,8 +706,8 @@ fn malformed_bundles_say_where() {
     ));
 
     let reordered = text.replacen(
-        "\"format\":\"provledger-bundle\",\"version\":1",
-        "\"version\":1,\"format\":\"provledger-bundle\"",
+        "\"format\":\"provledger-bundle\",\"version\":2",
+        "\"version\":2,\"format\":\"provledger-bundle\"",
         1,
     );
     let err = f.verify(reordered.as_bytes()).unwrap_err();
@@ -611,10 +722,10 @@ fn malformed_bundles_say_where() {
         f.verify(other_format.as_bytes()),
         Err(BundleError::Format { .. })
     ));
-    let v2 = text.replacen("\"version\":1", "\"version\":2", 1);
+    let v3 = text.replacen("\"version\":2", "\"version\":3", 1);
     assert!(matches!(
-        f.verify(v2.as_bytes()),
-        Err(BundleError::Version { found: 2 })
+        f.verify(v3.as_bytes()),
+        Err(BundleError::Version { found: 3 })
     ));
 
     let trailing = format!("{text} {{}}");
@@ -801,4 +912,80 @@ fn large_bundles_are_checked_in_parallel_and_report_the_first_failure() {
         verify_bundle(&bundle[..bundle.len() - 200_000], &trusted, None),
         Err(BundleError::Malformed { .. })
     ));
+}
+
+/// A lineage export holds exactly the records a plain breadth-first walk reaches, on random
+/// graphs where a record is often reachable along paths of different lengths (the exporter
+/// walks in descending index order instead, keeping only its frontier in memory).
+#[test]
+fn lineage_exports_match_a_breadth_first_reference_on_random_graphs() {
+    let (_dir, ledger, key) = open(ORIGIN);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    // cites[i]: the earlier records record i cites.
+    let mut cites: Vec<Vec<usize>> = Vec::new();
+    let mut ids: Vec<Hash> = Vec::new();
+    for _ in 0..12 {
+        let mut batch = Vec::new();
+        let mut batch_cites = Vec::new();
+        for _ in 0..25 {
+            let n = ids.len() as u64;
+            let picks: std::collections::BTreeSet<usize> = (0..next(5).min(n))
+                .map(|_| next(n.max(1)) as usize)
+                .collect();
+            let refs: Vec<Value> = picks
+                .iter()
+                .map(|&i| json!({"role": "input", "ref": ids[i].to_hex()}))
+                .collect();
+            batch
+                .push(json!({"kind": "step", "actor": {"type": "agent", "id": "a"}, "refs": refs}));
+            batch_cites.push(picks.into_iter().collect::<Vec<_>>());
+        }
+        // A record cites only earlier batches here, so one batch at a time is enough.
+        for (id, _, _) in append(&ledger, &batch) {
+            ids.push(id);
+        }
+        cites.extend(batch_cites);
+    }
+    for _ in 0..40 {
+        let starts: Vec<usize> = (0..1 + next(3))
+            .map(|_| next(ids.len() as u64) as usize)
+            .collect();
+        let depth = next(7) as u32;
+        // Reference: breadth-first, each record once at its fewest hops.
+        let mut reached: std::collections::BTreeSet<usize> = starts.iter().copied().collect();
+        let mut frontier = reached.clone();
+        for _ in 0..depth {
+            let step: std::collections::BTreeSet<usize> = frontier
+                .iter()
+                .flat_map(|&i| cites[i].iter().copied())
+                .filter(|i| !reached.contains(i))
+                .collect();
+            reached.extend(step.iter().copied());
+            frontier = step;
+        }
+        let scope = Scope::Records {
+            tenant: None,
+            ids: starts.iter().map(|&i| ids[i]).collect(),
+            depth,
+        };
+        let mut bundle = Vec::new();
+        export(&ledger, &key, &scope, &mut bundle, &mut |_, _| {}).unwrap();
+        let v: Value = serde_json::from_slice(&bundle).unwrap();
+        let got: Vec<u64> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = reached.iter().map(|&i| i as u64).collect();
+        assert_eq!(got, want, "starts {starts:?}, depth {depth}");
+        let report = verify_bundle(bundle.as_slice(), &[key.verifier()], None).unwrap();
+        assert_eq!(report.records(), want.len() as u64);
+    }
 }

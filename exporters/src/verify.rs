@@ -1,7 +1,8 @@
 //! The offline verifier: one pass over a bundle, in file order. The header (format, version,
 //! scope, checkpoint, keys) is checked first, then each record as it is read, then the signed
 //! manifest against what was read, and last, when given, consistency with a later checkpoint.
-//! The first problem found is the answer.
+//! The first problem found is the answer. Reads bundle versions 1 (the manifest lists every
+//! record) and 2 (the manifest binds a digest of them).
 
 use std::io::Read;
 
@@ -17,8 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{BundleError, RecordFault};
 use crate::format::{
-    B64Hash, HexHash, ManifestIn, RecordIn, ScopeDoc, BUNDLE_FORMAT, BUNDLE_VERSION, FIELDS,
-    MANIFEST_FORMAT,
+    B64Hash, HexHash, ManifestIn, RecordIn, RecordsDigest, ScopeDoc, BUNDLE_FORMAT, FIELDS,
+    MANIFEST_FORMAT, READABLE_VERSIONS,
 };
 use crate::framer::{FrameError, Framer};
 
@@ -33,7 +34,8 @@ const MAX_WORKERS: usize = 8;
 const MAX_RECORD_BYTES: usize = 256 * 1024 * 1024;
 /// Largest header value (scope, checkpoint, keys) accepted.
 const MAX_HEADER_BYTES: usize = 64 * 1024 * 1024;
-/// Largest manifest accepted: about 80 bytes per record, so some 50 million records.
+/// Largest manifest accepted: a version 1 manifest takes about 80 bytes per record, so some 50
+/// million records (a version 2 manifest is a few hundred bytes).
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024 * 1024;
 
 /// A checkpoint the verifier already trusts, later than the bundle's, and the consistency proof
@@ -191,7 +193,7 @@ pub fn verify_bundle<R: Read>(
         return Err(BundleError::Format { found: format });
     }
     let version: u64 = header_value(&mut f, &mut buf, 1)?;
-    if version != BUNDLE_VERSION {
+    if !READABLE_VERSIONS.contains(&version) {
         return Err(BundleError::Version { found: version });
     }
     let scope_json: serde_json::Value = header_value(&mut f, &mut buf, 2)?;
@@ -209,7 +211,10 @@ pub fn verify_bundle<R: Read>(
         root: trust.root,
         scope,
     };
-    let mut state = State::new(matches!(ctx.scope, ScopeDoc::Records { depth, .. } if depth > 0));
+    let mut state = State::new(
+        matches!(ctx.scope, ScopeDoc::Records { depth, .. } if depth > 0),
+        version == 1,
+    );
     field_name(&mut f, &mut buf, 5)?;
     f.expect(b'[', "to open records")?;
     if f.peek()? == Some(b']') {
@@ -233,7 +238,7 @@ pub fn verify_bundle<R: Read>(
 
     let manifest = trust.open_manifest(&manifest_bytes, manifest_offset, &signature)?;
     drop(manifest_bytes);
-    state.check_manifest(&manifest, &scope_json, &checkpoint, &ctx)?;
+    state.check_manifest(version, manifest, &scope_json, &checkpoint, &ctx)?;
     state.check_refs()?;
     state.check_scope(&ctx.scope)?;
     let later = later.map(|l| trust.check_later(l)).transpose()?;
@@ -243,7 +248,7 @@ pub fn verify_bundle<R: Read>(
         tree_size: ctx.tree_size,
         root: ctx.root,
         scope: ctx.scope.to_string(),
-        records: state.positions(),
+        records: state.count,
         payloads: state.payloads,
         payloads_absent: state.payloads_absent,
         internal_refs: state.internal_refs,
@@ -302,7 +307,7 @@ fn check_records<R: Read>(
                 }
             }
         }
-        let first = state.positions();
+        let first = state.count;
         let records = batch.get(..count).unwrap_or_default();
         for (position, result) in check_batch(records, first, ctx, workers) {
             state.accept(result?, position)?;
@@ -569,8 +574,14 @@ fn canonical_manifest(m: &ManifestIn) -> serde_json::Result<Vec<u8>> {
         checkpoint_sha256: HexHash,
         tree_size: u64,
         root: B64Hash,
-        indexes: &'a [u64],
-        leaf_hashes: &'a [HexHash],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        indexes: Option<&'a [u64]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        leaf_hashes: Option<&'a [HexHash]>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        record_count: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        records_sha256: Option<HexHash>,
     }
     serde_json_canonicalizer::to_vec(&View {
         format: &m.format,
@@ -579,8 +590,10 @@ fn canonical_manifest(m: &ManifestIn) -> serde_json::Result<Vec<u8>> {
         checkpoint_sha256: m.checkpoint_sha256,
         tree_size: m.tree_size,
         root: m.root,
-        indexes: &m.indexes,
-        leaf_hashes: &m.leaf_hashes,
+        indexes: m.indexes.as_deref(),
+        leaf_hashes: m.leaf_hashes.as_deref(),
+        record_count: m.record_count,
+        records_sha256: m.records_sha256,
     })
 }
 
@@ -742,12 +755,18 @@ fn decode_32(s: &str) -> Option<[u8; 32]> {
 /// What the records read so far add up to.
 struct State {
     previous: Option<u64>,
-    indexes: Vec<u64>,
-    leaf_hashes: Vec<Hash>,
-    /// Leaf hash → position, for every record read.
-    seen: FxHashMap<Hash, u64>,
-    /// Cited hashes not (yet) in the bundle → position of the first record citing them.
-    unresolved: FxHashMap<Hash, u64>,
+    /// Records read.
+    count: u64,
+    /// Their indexes and leaf hashes, as a version 2 manifest binds them.
+    digest: RecordsDigest,
+    /// Their indexes and leaf hashes in order, kept only for a version 1 manifest, which lists
+    /// them.
+    listed: Option<(Vec<u64>, Vec<Hash>)>,
+    /// Leaf hash → position and index, for every record read.
+    seen: FxHashMap<Hash, (u64, u64)>,
+    /// Cited hashes not (yet) in the bundle → position and index of the first record citing
+    /// them.
+    unresolved: FxHashMap<Hash, (u64, u64)>,
     /// Each record's refs, kept only when the scope's completeness depends on them.
     refs_of: Option<FxHashMap<Hash, Vec<Hash>>>,
     payloads: u64,
@@ -757,11 +776,12 @@ struct State {
 }
 
 impl State {
-    fn new(keep_refs: bool) -> State {
+    fn new(keep_refs: bool, keep_list: bool) -> State {
         State {
             previous: None,
-            indexes: Vec::new(),
-            leaf_hashes: Vec::new(),
+            count: 0,
+            digest: RecordsDigest::default(),
+            listed: keep_list.then(Default::default),
             seen: FxHashMap::default(),
             unresolved: FxHashMap::default(),
             refs_of: keep_refs.then(FxHashMap::default),
@@ -770,10 +790,6 @@ impl State {
             internal_refs: 0,
             external_refs: 0,
         }
-    }
-
-    fn positions(&self) -> u64 {
-        self.indexes.len() as u64
     }
 
     fn accept(&mut self, c: Checked, position: u64) -> Result<(), BundleError> {
@@ -790,7 +806,7 @@ impl State {
                 self.internal_refs += 1;
             } else {
                 self.external_refs += 1;
-                self.unresolved.entry(*r).or_insert(position);
+                self.unresolved.entry(*r).or_insert((position, c.index));
             }
         }
         match c.payload {
@@ -798,9 +814,13 @@ impl State {
             PayloadState::Absent => self.payloads_absent += 1,
             PayloadState::None => {}
         }
-        self.seen.insert(c.leaf_hash, position);
-        self.indexes.push(c.index);
-        self.leaf_hashes.push(c.leaf_hash);
+        self.seen.insert(c.leaf_hash, (position, c.index));
+        self.count += 1;
+        self.digest.add(c.index, &c.leaf_hash);
+        if let Some((indexes, leaf_hashes)) = &mut self.listed {
+            indexes.push(c.index);
+            leaf_hashes.push(c.leaf_hash);
+        }
         if let Some(refs_of) = &mut self.refs_of {
             refs_of.insert(c.leaf_hash, c.refs);
         }
@@ -809,8 +829,9 @@ impl State {
 
     /// The signed manifest must describe exactly the bundle that was read.
     fn check_manifest(
-        &self,
-        m: &ManifestIn,
+        &mut self,
+        version: u64,
+        m: ManifestIn,
         scope: &serde_json::Value,
         checkpoint: &str,
         ctx: &Context,
@@ -818,11 +839,11 @@ impl State {
         let mismatch = |field: &'static str, detail: String| {
             Err(BundleError::ManifestMismatch { field, detail })
         };
-        if m.format != MANIFEST_FORMAT || m.version != BUNDLE_VERSION {
+        if m.format != MANIFEST_FORMAT || m.version != version {
             return mismatch(
                 "format",
                 format!(
-                    "it is {:?} version {}, expected {MANIFEST_FORMAT:?} version {BUNDLE_VERSION}",
+                    "it is {:?} version {}, expected {MANIFEST_FORMAT:?} version {version} (the bundle's)",
                     m.format, m.version
                 ),
             );
@@ -846,29 +867,65 @@ impl State {
                 ),
             );
         }
-        if m.indexes.len() != m.leaf_hashes.len() {
-            return mismatch(
-                "indexes",
+        match (m.indexes, m.leaf_hashes, m.record_count, m.records_sha256) {
+            (None, None, Some(signed), Some(records_sha256)) if version == 2 => {
+                if signed != self.count {
+                    return Err(BundleError::RecordCount {
+                        signed,
+                        found: self.count,
+                    });
+                }
+                let (_, read) = std::mem::take(&mut self.digest).finish();
+                if read != records_sha256.0 {
+                    return Err(BundleError::RecordsDigest);
+                }
+                Ok(())
+            }
+            (Some(indexes), Some(leaf_hashes), None, None) if version == 1 => {
+                self.check_listed(&indexes, &leaf_hashes)
+            }
+            _ => mismatch(
+                "members",
                 format!(
-                    "it lists {} indexes but {} leaf hashes",
-                    m.indexes.len(),
-                    m.leaf_hashes.len()
+                    "a version {version} manifest holds {}",
+                    if version == 1 {
+                        "indexes and leaf_hashes"
+                    } else {
+                        "record_count and records_sha256"
+                    }
                 ),
-            );
+            ),
         }
-        let listed = m.leaf_hashes.iter().map(|h| &h.0);
-        let first_difference = self
-            .leaf_hashes
+    }
+
+    /// Version 1: the manifest lists every record's index and leaf hash, in order.
+    fn check_listed(&self, indexes: &[u64], leaf_hashes: &[HexHash]) -> Result<(), BundleError> {
+        let (read_indexes, read_hashes) = self
+            .listed
+            .as_ref()
+            .map_or((&[][..], &[][..]), |(i, h)| (i.as_slice(), h.as_slice()));
+        if indexes.len() != leaf_hashes.len() {
+            return Err(BundleError::ManifestMismatch {
+                field: "indexes",
+                detail: format!(
+                    "it lists {} indexes but {} leaf hashes",
+                    indexes.len(),
+                    leaf_hashes.len()
+                ),
+            });
+        }
+        let listed = leaf_hashes.iter().map(|h| &h.0);
+        let first_difference = read_hashes
             .iter()
             .zip(listed)
             .position(|(a, b)| a != b)
             .or_else(|| {
-                (self.leaf_hashes.len() != m.leaf_hashes.len())
-                    .then(|| self.leaf_hashes.len().min(m.leaf_hashes.len()))
+                (read_hashes.len() != leaf_hashes.len())
+                    .then(|| read_hashes.len().min(leaf_hashes.len()))
             });
         if let Some(p) = first_difference {
-            let listed = m.leaf_hashes.get(p).map(|h| h.0);
-            let index_listed = m.indexes.get(p).copied();
+            let listed = leaf_hashes.get(p).map(|h| h.0);
+            let index_listed = indexes.get(p).copied();
             // A listed record the bundle does not hold anywhere is missing; otherwise the
             // bundle's record at p is the odd one out.
             if let (Some(h), Some(index)) = (listed, index_listed) {
@@ -880,23 +937,18 @@ impl State {
                     });
                 }
             }
-            let index = self.indexes.get(p).copied().unwrap_or_default();
+            let index = read_indexes.get(p).copied().unwrap_or_default();
             return Err(BundleError::UnlistedRecord {
                 index,
                 position: p as u64,
                 listed: index_listed.map_or(String::new(), |i| format!(" (record {i})")),
             });
         }
-        if let Some(p) = self
-            .indexes
-            .iter()
-            .zip(&m.indexes)
-            .position(|(a, b)| a != b)
-        {
-            return mismatch(
-                "indexes",
-                format!("position {p} lists index {:?}", m.indexes.get(p)),
-            );
+        if let Some(p) = read_indexes.iter().zip(indexes).position(|(a, b)| a != b) {
+            return Err(BundleError::ManifestMismatch {
+                field: "indexes",
+                detail: format!("position {p} lists index {:?}", indexes.get(p)),
+            });
         }
         Ok(())
     }
@@ -908,20 +960,11 @@ impl State {
             .iter()
             .filter_map(|(hash, citing)| self.seen.get(hash).map(|cited| (*citing, *cited)))
             .min();
-        if let Some((citing, cited)) = forward {
-            let index = |p: u64| {
-                usize::try_from(p)
-                    .ok()
-                    .and_then(|p| self.indexes.get(p))
-                    .copied()
-                    .unwrap_or_default()
-            };
+        if let Some(((position, index), (_, cited))) = forward {
             return Err(BundleError::Record {
-                index: index(citing),
-                position: citing,
-                fault: RecordFault::ForwardRef {
-                    cited: index(cited),
-                },
+                index,
+                position,
+                fault: RecordFault::ForwardRef { cited },
             });
         }
         Ok(())
@@ -969,14 +1012,13 @@ impl State {
             }
             frontier = next;
         }
-        if reached.len() != self.leaf_hashes.len() {
+        if reached.len() as u64 != self.count {
             let (position, index) = self
-                .leaf_hashes
+                .seen
                 .iter()
-                .zip(&self.indexes)
-                .enumerate()
-                .find(|(_, (h, _))| !reached.contains(*h))
-                .map(|(p, (_, i))| (p as u64, *i))
+                .filter(|(h, _)| !reached.contains(*h))
+                .map(|(_, at)| *at)
+                .min()
                 .unwrap_or_default();
             return Err(BundleError::Record {
                 index,
@@ -992,9 +1034,7 @@ impl State {
     fn index_of(&self, h: &Hash) -> u64 {
         self.seen
             .get(h)
-            .and_then(|p| usize::try_from(*p).ok())
-            .and_then(|p| self.indexes.get(p))
-            .copied()
+            .map(|(_, index)| *index)
             .unwrap_or_default()
     }
 }

@@ -167,9 +167,7 @@ impl From<ExportError> for ApiError {
         use ExportError as X;
         let msg = e.to_string();
         match e {
-            X::InvalidScope(_) | X::LineageTooLarge { .. } => {
-                ApiError::bad_request("invalid_scope", msg)
-            }
+            X::InvalidScope(_) => ApiError::bad_request("invalid_scope", msg),
             X::UnknownFormat(_) => ApiError::bad_request("unknown_format", msg),
             X::UnknownRecord(_) | X::UnknownEntity { .. } => ApiError::not_found(msg),
             // Another tenant's record answers exactly like one that does not exist.

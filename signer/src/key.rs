@@ -38,6 +38,9 @@ pub fn key_id(name: &str, pubkey: &[u8; 32]) -> [u8; 4] {
     [a, b, c, d]
 }
 
+/// Hands a whole message to a sink, in pieces: [`SigningKey::sign_raw_streamed`].
+pub type MessageFeed<'a> = dyn Fn(&mut dyn FnMut(&[u8])) -> io::Result<()> + 'a;
+
 /// A log's Ed25519 signing key, named after the log origin.
 ///
 /// The secret is zeroized on drop (by `ed25519_dalek`) and never printed by `Debug`. Clones
@@ -188,6 +191,32 @@ impl SigningKey {
     /// A plain Ed25519 signature over `msg`, for formats other than notes.
     pub fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
         self.key.sign(msg).to_bytes()
+    }
+
+    /// The same signature as [`SigningKey::sign_raw`] over a message too large to hold in
+    /// memory. Ed25519 (RFC 8032, not prehashed) reads its message twice, so `feed` is called
+    /// twice, each time handing the whole message to its sink in pieces; it must hand over the
+    /// same bytes both times (re-reading a file, say). An error from `feed` is returned as is.
+    pub fn sign_raw_streamed(&self, feed: &MessageFeed<'_>) -> io::Result<[u8; 64]> {
+        use ed25519_dalek::hazmat::{raw_sign_byupdate, ExpandedSecretKey};
+        use sha2::Sha512;
+        let expanded = ExpandedSecretKey::from(self.key.as_bytes());
+        let failure = std::cell::RefCell::new(None);
+        let signed = raw_sign_byupdate::<Sha512, _>(
+            &expanded,
+            |hasher: &mut Sha512| {
+                feed(&mut |piece: &[u8]| hasher.update(piece)).map_err(|e| {
+                    *failure.borrow_mut() = Some(e);
+                    ed25519_dalek::SignatureError::new()
+                })
+            },
+            &self.key.verifying_key(),
+        );
+        match (signed, failure.into_inner()) {
+            (Ok(signature), None) => Ok(signature.to_bytes()),
+            (_, Some(e)) => Err(e),
+            (Err(e), None) => Err(io::Error::other(e)),
+        }
     }
 
     /// The signed note for a body that ends with a newline.
@@ -458,6 +487,43 @@ mod tests {
             key.verifier().key_id(),
             key_id(key.name(), &key.verifier().public_key())
         );
+    }
+
+    proptest::proptest! {
+        /// Ed25519 is deterministic: the streamed signature is the one-piece signature,
+        /// however the message is cut.
+        #[test]
+        fn streamed_signatures_equal_one_piece_signatures(
+            msg in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+            piece in 1usize..700,
+        ) {
+            let key = SigningKey::generate("example.com/log").unwrap();
+            let streamed = key
+                .sign_raw_streamed(&|sink| {
+                    msg.chunks(piece).for_each(&mut *sink);
+                    Ok(())
+                })
+                .unwrap();
+            proptest::prop_assert_eq!(streamed, key.sign_raw(&msg));
+            proptest::prop_assert!(key.verifier().verify_raw(&msg, &streamed));
+        }
+    }
+
+    #[test]
+    fn a_failing_feed_fails_the_streamed_signature() {
+        let key = SigningKey::generate("example.com/log").unwrap();
+        let calls = std::cell::Cell::new(0);
+        let err = key
+            .sign_raw_streamed(&|sink| {
+                calls.set(calls.get() + 1);
+                sink(b"first pass");
+                if calls.get() == 2 {
+                    return Err(io::Error::other("disk went away"));
+                }
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "disk went away");
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub use merkle::{
 };
 
 // Ed25519 keys: Go sumdb/note private key and vkey formats.
-pub use key::{key_id, KeyError, SigningKey, VerifierKey};
+pub use key::{key_id, KeyError, MessageFeed, SigningKey, VerifierKey};
 
 // Signed notes (c2sp.org/signed-note).
 pub use note::{open_note, Note, NoteError, NoteSignature};

@@ -428,12 +428,12 @@ fn every_kind_of_tampering_is_caught_with_the_right_message() {
         &bundle,
         "manifest",
         |v| {
-            let hex = v["manifest"]["leaf_hashes"][0]
+            let hex = v["manifest"]["records_sha256"]
                 .as_str()
                 .expect("hex")
                 .to_owned();
             let flipped = if hex.starts_with('0') { "1" } else { "0" };
-            v["manifest"]["leaf_hashes"][0] = json!(format!("{flipped}{}", &hex[1..]));
+            v["manifest"]["records_sha256"] = json!(format!("{flipped}{}", &hex[1..]));
         },
         "the manifest signature does not verify with the log key",
     );
@@ -449,7 +449,7 @@ fn every_kind_of_tampering_is_caught_with_the_right_message() {
         |v| {
             v["records"].as_array_mut().expect("records").remove(at);
         },
-        &format!("record {decision} is missing: the signed manifest lists it at position {at}"),
+        "the signed manifest covers 6 records but the bundle holds 5: records were removed or added after it was signed",
     );
 
     // A swapped key: another key of the same name, from another log.
@@ -632,11 +632,11 @@ fn the_documented_python_verifier_agrees() {
     let code = &code[..code.find("\n```").expect("the end of the code block")];
     let script = s.path("verify_bundle.py");
     std::fs::write(&script, code).expect("write the script");
-    let python = |bundle: &Path| {
+    let python_with = |bundle: &Path, vkey: &str| {
         let out = Command::new("python3")
             .arg(&script)
             .arg(bundle)
-            .arg(&s.vkey)
+            .arg(vkey)
             .output()
             .unwrap_or_else(|e| panic!("python3 is required for this test: {e}"));
         assert!(
@@ -649,6 +649,43 @@ fn the_documented_python_verifier_agrees() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
+    let python = |bundle: &Path| python_with(bundle, &s.vkey);
+
+    // The worked examples of the document (version 2, and the version 1 one) verify with both
+    // verifiers and their keys, and fail with both once a byte of the manifest changes.
+    let section = &doc[doc.find("## Worked example").expect("the worked example")..];
+    for (heading, key_before) in [
+        (
+            "## Worked example",
+            "The verifier key, obtained from the operator:\n`",
+        ),
+        ("### Version 1 example", "under the key\n`"),
+    ] {
+        let part = &section[section.find(heading).expect(heading)..];
+        let json_at = part.find("```json\n").expect("the example bundle") + "```json\n".len();
+        let bundle = &part[json_at..json_at + part[json_at..].find("```").expect("its end")];
+        let key_at = part.find(key_before).expect("the example's key") + key_before.len();
+        let vkey = &part[key_at..key_at + part[key_at..].find('`').expect("the key's end")];
+        let file = s.path("example.json");
+        std::fs::write(&file, bundle).expect("write the example");
+        let out = verify_bundle(&file, &["--key", vkey], &[]);
+        assert!(out.status.success(), "{heading}: {}", describe(&out));
+        let (ok, stdout) = python_with(&file, vkey);
+        assert!(
+            ok && stdout.starts_with("OK: 3 records"),
+            "{heading}: {stdout}"
+        );
+        let tampered = bundle.replacen("\"tree_size\":4", "\"tree_size\":5", 1);
+        assert_ne!(
+            tampered, bundle,
+            "{heading}: the manifest holds tree_size 4"
+        );
+        std::fs::write(&file, tampered).expect("write the tampered example");
+        let out = verify_bundle(&file, &["--key", vkey], &[]);
+        assert_eq!(out.status.code(), Some(1), "{heading}: {}", describe(&out));
+        let (ok, stdout) = python_with(&file, vkey);
+        assert!(!ok && stdout.starts_with("FAIL: "), "{heading}: {stdout}");
+    }
 
     for (name, args) in [
         (

@@ -1,5 +1,7 @@
 //! Standard formats and ecosystem ingestion (issues 4 and 3), through the real binary:
-//! PROV-JSON validated against the W3C PROV-JSON schema with Python `jsonschema`; a DSSE
+//! PROV-JSON validated against the W3C PROV-JSON schema with Python `jsonschema` and loaded by
+//! the Python `prov` library (the PROV reference implementation), which must see every node
+//! and relation and write it out as PROV-N; a DSSE
 //! envelope checked by an independent Python verifier (Ed25519 over the PAE it recomputes, and
 //! the in-toto subjects against the leaves) and by `provledger verify-bundle`, with tampering
 //! caught by both; `POST /v1/exports` streamed and verified offline; and OpenLineage run events
@@ -34,6 +36,26 @@ errors = sorted(jsonschema.Draft4Validator(schema).iter_errors(doc), key=lambda 
 for e in errors:
     print("/".join(map(str, e.path)), e.message)
 sys.exit(1 if errors else 0)
+"#;
+
+/// Loads the PROV-JSON document argv[1] with the `prov` library and prints, one per line, each
+/// PROV record type with how many the document holds, then the identifiers of the entities,
+/// activities and agents, then the PROV-N serialization's first line (a document PROV tools
+/// can use: serializing walks every record). `prov` drops what it cannot read with a warning
+/// (an undeclared prefix, a malformed time); warnings are errors here, so nothing is dropped.
+const PROV_LOAD_PY: &str = r#"
+import collections, sys, warnings
+warnings.simplefilter("error")
+from prov.model import ProvDocument
+doc = ProvDocument.deserialize(sys.argv[1], format="json")
+counts = collections.Counter(type(r).__name__ for r in doc.get_records())
+for name in sorted(counts):
+    print(name, counts[name])
+for r in doc.get_records():
+    if r.identifier is not None:
+        print("id", r.identifier)
+provn = doc.get_provn()
+print("provn", provn.splitlines()[0], len(provn.splitlines()))
 "#;
 
 /// Verifies a DSSE envelope (argv[1]) independently: Ed25519 (Python `cryptography`) over the
@@ -80,7 +102,9 @@ fn python(script: &str, args: &[&Path], extra: &[&str]) -> Output {
         .args(extra)
         .stdin(Stdio::null())
         .output()
-        .expect("cannot run python3 (install it with jsonschema and cryptography: see .ci/run)")
+        .expect(
+            "cannot run python3 (install it with jsonschema, prov and cryptography: see .ci/run)",
+        )
 }
 
 /// A log with two inputs, a policy, a decision by an agent, a human approval and an output.
@@ -231,6 +255,58 @@ fn prov_json_export_validates_against_the_w3c_schema() {
     let run = python(VALIDATE_PY, &[Path::new(PROV_SCHEMA), &broken_file], &[]);
     assert_eq!(run.status.code(), Some(1), "{}", describe(&run));
     assert!(String::from_utf8_lossy(&run.stdout).contains("'prov:entity' is a required property"));
+}
+
+/// A PROV tool loads the export: the `prov` library (PyPI `prov`, the PROV reference
+/// implementation in Python) reads every entity, activity, agent and relation, with the record
+/// ids as identifiers, and writes the document back out as PROV-N.
+#[test]
+fn prov_json_export_loads_in_the_prov_library() {
+    let mut s = Scenario::new();
+    s.server.stop();
+    let file = s.export("prov-json", "lineage.prov.json");
+    let run = python(PROV_LOAD_PY, &[&file], &[]);
+    assert!(
+        run.status.success(),
+        "the prov library cannot load the export (pip install prov):\n{}",
+        describe(&run)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // What the schema test counts in the JSON, seen by the library: the checkpoint and four
+    // records as entities, the decision and the approval as activities, two agents, and the
+    // relations between them.
+    for expected in [
+        "ProvEntity 5",
+        "ProvActivity 2",
+        "ProvAgent 2",
+        "ProvUsage 3",
+        "ProvAttribution 4",
+        "ProvAssociation 2",
+    ] {
+        assert!(lines.contains(&expected), "{expected} in:\n{stdout}");
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("ProvGeneration ")),
+        "{stdout}"
+    );
+    for name in ["claim-1", "policy", "decision", "output"] {
+        let id = format!("id provledger:{}", s.ids[name]);
+        assert!(lines.contains(&id.as_str()), "{id} in:\n{stdout}");
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("provn document ")),
+        "{stdout}"
+    );
+
+    // Not a rubber stamp either: a relation naming an undeclared prefix is refused.
+    let mut doc: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("JSON");
+    doc["used"]["_:broken"] = json!({"prov:activity": "nope:x"});
+    let broken = s.path("broken-lib.prov.json");
+    std::fs::write(&broken, serde_json::to_vec(&doc).expect("JSON")).expect("write");
+    let run = python(PROV_LOAD_PY, &[&broken], &[]);
+    assert!(!run.status.success(), "{}", describe(&run));
 }
 
 #[test]
