@@ -6,14 +6,20 @@
 //! order, and sends those that match. It keeps its own position in the log, so a subscriber
 //! that falls behind the ledger's notification backlog catches up from the log itself: it never
 //! misses or repeats a record.
+//!
+//! The WebSocket transport ([`websocket`]) waits for each message to be taken by the
+//! connection before it produces the next, so a subscriber that stops reading holds at most a
+//! few messages in server memory (actix-ws's 32-frame channel and the socket's buffers) and the
+//! rest stays in the log until it reads again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use actix_web::http::header::{HeaderValue, SEC_WEBSOCKET_PROTOCOL};
 use actix_web::{web, HttpRequest, HttpResponse};
 use async_graphql::futures_util::stream::{self, BoxStream, Stream, StreamExt};
+use async_graphql::http::{WebSocket, WebSocketProtocols, WsMessage};
 use async_graphql::{Context, Data, Executor, InputObject, Object, Subscription};
-use async_graphql_actix_web::GraphQLSubscription;
 use provledger_ledger::{Head, Leaf, Ledger, TokenStore};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -22,8 +28,14 @@ use crate::error::{ApiError, Failure, GqlCode};
 use crate::schema::{Checkpoint, InclusionProof, ProvSchema, Record};
 use crate::AppState;
 
-/// Records read from the log per blocking call while catching up.
+/// Leaves scanned from the log per blocking call while catching up.
 const CHUNK: u64 = 256;
+/// Most matching records (payloads included) a subscription holds ready to send: with the
+/// transport's backpressure, what bounds a subscriber's memory in the server.
+const MAX_READY: usize = 16;
+/// How often the server pings an open WebSocket; a connection whose ping cannot be sent is
+/// closed.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Registers `GET /graphql/ws`.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
@@ -42,18 +54,19 @@ async fn websocket(
 ) -> Result<HttpResponse, ApiError> {
     let offered = req
         .headers()
-        .get("sec-websocket-protocol")
+        .get(SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !offered
+    // The first protocol offered that we speak, as the client ordered them.
+    let Some(protocol) = offered
         .split(',')
-        .any(|p| matches!(p.trim(), "graphql-transport-ws" | "graphql-ws"))
-    {
+        .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+    else {
         return Err(ApiError::bad_request(
             "invalid_websocket",
             "GET /graphql/ws is a WebSocket endpoint: upgrade with Sec-WebSocket-Protocol: graphql-transport-ws",
         ));
-    }
+    };
     let mut data = Data::default();
     // Each message re-checks the subscriber's token against the store (revocation, expiry).
     data.insert(Arc::clone(&state.tokens));
@@ -63,16 +76,96 @@ async fn websocket(
             .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
         data.insert(caller_from_token(&state, token)?);
     }
-    GraphQLSubscription::new(Coded(ProvSchema::clone(&schema)))
-        .with_data(data)
-        .on_connection_init(move |init| async move { connection_caller(&state, &init) })
-        .start(&req, payload)
-        .map_err(|e| {
-            ApiError::bad_request(
-                "invalid_websocket",
-                format!("WebSocket handshake failed: {e}"),
-            )
+    let (mut response, session, incoming) = actix_ws::handle(&req, payload).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_websocket",
+            format!("WebSocket handshake failed: {e}"),
+        )
+    })?;
+    response.headers_mut().insert(
+        SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(protocol.sec_websocket_protocol()),
+    );
+    let executor = Coded(ProvSchema::clone(&schema));
+    actix_web::rt::spawn(serve_websocket(
+        executor, data, protocol, state, session, incoming,
+    ));
+    Ok(response)
+}
+
+/// Runs one WebSocket connection: client frames feed async-graphql's protocol machine, and each
+/// message it produces is sent before the next is asked for (backpressure: the subscription's
+/// stream is not polled while the client is not reading). Pings are answered, and sent every
+/// [`HEARTBEAT`]; the connection ends when either side closes or a send fails.
+async fn serve_websocket(
+    executor: Coded,
+    data: Data,
+    protocol: WebSocketProtocols,
+    state: web::Data<AppState>,
+    mut session: actix_ws::Session,
+    incoming: actix_ws::MessageStream,
+) {
+    let answer = session.clone();
+    let frames = incoming
+        .take_while(|frame| {
+            let open = matches!(
+                frame,
+                Ok(actix_ws::Message::Text(_)
+                    | actix_ws::Message::Binary(_)
+                    | actix_ws::Message::Ping(_)
+                    | actix_ws::Message::Pong(_)
+                    | actix_ws::Message::Continuation(_)
+                    | actix_ws::Message::Nop)
+            );
+            std::future::ready(open)
         })
+        .filter_map(move |frame| {
+            let mut answer = answer.clone();
+            async move {
+                match frame {
+                    Ok(actix_ws::Message::Text(text)) => Some(text.into_bytes()),
+                    Ok(actix_ws::Message::Binary(bytes)) => Some(bytes),
+                    Ok(actix_ws::Message::Ping(bytes)) => {
+                        // A failed pong means the connection is gone; the next send says so.
+                        let _ = answer.pong(&bytes).await;
+                        None
+                    }
+                    _ => None,
+                }
+            }
+        })
+        .boxed_local();
+    let mut outgoing = WebSocket::new(executor, frames, protocol)
+        .connection_data(data)
+        .on_connection_init(move |init| async move { connection_caller(&state, &init) });
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            message = outgoing.next() => match message {
+                Some(WsMessage::Text(text)) => {
+                    if session.text(text).await.is_err() {
+                        return;
+                    }
+                }
+                Some(WsMessage::Close(code, reason)) => {
+                    let reason = actix_ws::CloseReason {
+                        code: code.into(),
+                        description: Some(reason),
+                    };
+                    let _ = session.close(Some(reason)).await;
+                    return;
+                }
+                None => break,
+            },
+            _ = heartbeat.tick() => {
+                if session.ping(b"").await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = session.close(None).await;
 }
 
 /// Session data from a `connection_init` payload: the [`Caller`] of its `Authorization`
@@ -310,7 +403,8 @@ impl Tail {
         }
     }
 
-    /// Reads up to [`CHUNK`] records from `next` towards the target head, keeping the matches.
+    /// Scans up to [`CHUNK`] leaves from `next` towards the target head, keeping the matches,
+    /// and stops early once [`MAX_READY`] records matched.
     async fn read_chunk(&mut self) -> Result<(), Failure> {
         let (from, to) = (
             self.next,
@@ -319,18 +413,21 @@ impl Tail {
         let ledger = self.ledger.clone();
         let filter = self.filter.clone();
         let caller = self.caller.clone();
-        let records = tokio::task::spawn_blocking(move || {
+        let (records, read_to) = tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for index in from..to {
                 let leaf = Leaf::decode(&ledger.leaf(index)?)?;
                 if filter.matches(&leaf, caller.as_ref()) {
                     out.push(ledger.record_at(index)?);
+                    if out.len() == MAX_READY {
+                        return Ok((out, index + 1));
+                    }
                 }
             }
-            Ok::<_, provledger_ledger::LedgerError>(out)
+            Ok::<_, provledger_ledger::LedgerError>((out, to))
         })
         .await??;
-        self.next = to;
+        self.next = read_to;
         self.ready
             .extend(records.into_iter().map(|r| RecordAppended {
                 record: Record(Arc::new(r)),

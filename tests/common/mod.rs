@@ -71,6 +71,18 @@ impl Server {
         self.tmp.path().join("data")
     }
 
+    /// The server's resident memory in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("the server is running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     /// A client for this start of the server (it stops working once the server is killed).
     pub fn client(&self) -> Client {
         self.client.clone()
