@@ -9,9 +9,9 @@
 //! signed by reading that file twice (Ed25519 reads its message twice,
 //! [`SigningKey::sign_raw_streamed`]), and is base64-encoded into the envelope from the file.
 //! Memory does not grow with the export; the temporary files take about the bundle's size. The
-//! verifier, [`verify_dsse`], holds the envelope in memory: check large exports as bundles.
+//! verifier, [`verify_dsse`], streams the same way: the payload is decoded into a temporary
+//! file, which is read for the signature and then verified as a bundle.
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek as _, SeekFrom, Write};
 use std::os::unix::fs::FileExt as _;
@@ -19,13 +19,14 @@ use std::os::unix::fs::FileExt as _;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use provledger_ledger::Ledger;
-use provledger_signer::{leaf_hash, SigningKey, VerifierKey};
+use provledger_signer::{Hash, SigningKey, VerifierKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{BundleError, ExportError};
 use crate::export::{export_observed, ExportSummary, Scope};
-use crate::verify::{verify_bundle, BundleReport, LaterCheckpoint};
+use crate::framer::{FrameError, Framer};
+use crate::verify::{verify_bundle_observed, BundleReport, LaterCheckpoint};
 
 /// `payloadType` of the envelope: an in-toto statement.
 pub const DSSE_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -37,9 +38,6 @@ pub const BUNDLE_PREDICATE_TYPE: &str = "https://provledger.dev/attestation/expo
 /// `predicateType` of envelopes written before bundle version 2 (a version 1 bundle), still
 /// verified.
 const BUNDLE_PREDICATE_TYPE_V1: &str = "https://provledger.dev/attestation/export-bundle/v1";
-
-/// Largest envelope [`verify_dsse`] reads.
-const MAX_ENVELOPE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Writes a DSSE envelope of `scope` to `out`: the bundle [`crate::export`] writes, as the
 /// predicate of an in-toto statement, signed with `key` (the log's key) over the PAE. Memory
@@ -191,35 +189,26 @@ pub fn looks_like_envelope(head: &[u8]) -> bool {
 /// bundle's own key), the bundle inside as [`verify_bundle`] does, and that the statement's
 /// subjects are exactly the bundle's records (name = record id, `digest.sha256` = SHA-256 of
 /// the leaf bytes), in order.
+///
+/// Streams: the payload is base64-decoded into an anonymous temporary file as it is read, the
+/// signature is checked by reading that file once, and the bundle inside is verified from it as
+/// a bundle file is, so memory holds what [`verify_bundle`] holds plus 64 bytes per record (the
+/// ids and digests the subjects are compared with). The envelope's and the statement's members
+/// may come in any order.
 pub fn verify_dsse<R: Read>(
     reader: R,
     trusted: &[VerifierKey],
     later: Option<&LaterCheckpoint>,
 ) -> Result<BundleReport, BundleError> {
-    let mut text = Vec::new();
-    reader.take(MAX_ENVELOPE_BYTES + 1).read_to_end(&mut text)?;
-    if text.len() as u64 > MAX_ENVELOPE_BYTES {
-        return Err(envelope(format!(
-            "it is larger than {MAX_ENVELOPE_BYTES} bytes"
-        )));
-    }
-    let env: EnvelopeIn = serde_json::from_slice(&text).map_err(|e| {
-        envelope(format!(
-            "not {{payloadType, payload, signatures}} JSON: {e}"
-        ))
-    })?;
-    drop(text);
+    let env = read_envelope(reader)?;
     if env.payload_type != DSSE_PAYLOAD_TYPE {
         return Err(envelope(format!(
             "payloadType is {:?}, expected {DSSE_PAYLOAD_TYPE:?}",
             env.payload_type
         )));
     }
-    let statement = STANDARD
-        .decode(env.payload.as_bytes())
-        .map_err(|e| envelope(format!("payload is not standard base64: {e}")))?;
-    let st: StatementIn = serde_json::from_slice(&statement)
-        .map_err(|e| envelope(format!("payload is not an in-toto statement: {e}")))?;
+    let (statement, len) = (&env.statement, env.statement_len);
+    let st = StatementLayout::scan(statement, len)?;
     if st.kind != STATEMENT_TYPE {
         return Err(envelope(format!(
             "statement _type is {:?}, expected {STATEMENT_TYPE:?}",
@@ -232,33 +221,41 @@ pub fn verify_dsse<R: Read>(
             st.predicate_type
         )));
     }
-    let predicate = st.predicate.get().as_bytes();
-    let inner: PredicateIn = serde_json::from_slice(predicate)
-        .map_err(|e| envelope(format!("the predicate is not a provledger bundle: {e}")))?;
 
     // The signature first: nothing inside counts unless the log key signed it.
     let keys: Vec<VerifierKey> = if trusted.is_empty() {
-        inner
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(position, k)| {
-                VerifierKey::parse(k).map_err(|source| BundleError::Key { position, source })
-            })
-            .collect::<Result<_, _>>()?
+        bundle_keys(statement, st.predicate)?
     } else {
         trusted.to_vec()
     };
-    let message = pae(&env.payload_type, &statement);
-    let signed = env.signatures.iter().any(|s| {
-        let Ok(sig) = STANDARD.decode(s.sig.as_bytes()) else {
-            return false;
+    let prefix = format!(
+        "DSSEv1 {} {} {len} ",
+        env.payload_type.len(),
+        env.payload_type
+    );
+    let mut signed = false;
+    'signatures: for s in &env.signatures {
+        let Some(sig) = STANDARD
+            .decode(s.sig.as_bytes())
+            .ok()
+            .and_then(|sig| <[u8; 64]>::try_from(sig.as_slice()).ok())
+        else {
+            continue;
         };
-        let Ok(sig) = <[u8; 64]>::try_from(sig.as_slice()) else {
-            return false;
-        };
-        keys.iter().any(|k| k.verify_raw(&message, &sig))
-    });
+        for key in &keys {
+            let valid = key.verify_raw_streamed(&sig, &|sink| {
+                sink(prefix.as_bytes());
+                read_chunks(statement, len, &mut |chunk| {
+                    sink(chunk);
+                    Ok(())
+                })
+            })?;
+            if valid {
+                signed = true;
+                break 'signatures;
+            }
+        }
+    }
     if !signed {
         let names: Vec<String> = keys.iter().map(ToString::to_string).collect();
         return Err(BundleError::EnvelopeSignature {
@@ -266,39 +263,375 @@ pub fn verify_dsse<R: Read>(
         });
     }
 
-    let report = verify_bundle(predicate, trusted, later)?;
+    let mut leaves: Vec<(Hash, [u8; 32])> = Vec::new();
+    let report = verify_bundle_observed(
+        FileRange::new(statement, st.predicate),
+        trusted,
+        later,
+        Some(&mut |id: &Hash, digest: &[u8; 32]| leaves.push((*id, *digest))),
+    )?;
+    check_subjects(statement, st.subject, &leaves)?;
+    Ok(report)
+}
 
-    if st.subject.len() != inner.records.len() {
+/// Largest envelope member other than `payload` (a name, `payloadType`, `signatures`), and
+/// largest statement member other than `predicate` and `subject`, or one subject.
+const MAX_SMALL_VALUE: usize = 1024 * 1024;
+
+/// An envelope as read: the statement (the decoded payload) is in an anonymous temporary file.
+struct EnvelopeRead {
+    payload_type: String,
+    statement: File,
+    statement_len: u64,
+    signatures: Vec<SignatureIn>,
+}
+
+/// Reads the envelope object, member by member in any order, decoding `payload` into a
+/// temporary file as it goes. Unknown members are skipped; a repeated one is refused.
+fn read_envelope<R: Read>(reader: R) -> Result<EnvelopeRead, BundleError> {
+    let shape = |reason: String| {
+        envelope(format!(
+            "not {{payloadType, payload, signatures}} JSON: {reason}"
+        ))
+    };
+    let framing = |e: FrameError| match e {
+        FrameError::Io(e) => BundleError::Io(e),
+        FrameError::Syntax { offset, reason } => shape(format!("at byte {offset}: {reason}")),
+    };
+    let mut f = Framer::new(reader);
+    let mut buf = Vec::new();
+    let (mut payload_type, mut payload, mut signatures) = (None, None, None);
+    f.expect(b'{', "at the start of the envelope")
+        .map_err(framing)?;
+    if f.peek().map_err(framing)? == Some(b'}') {
+        f.expect(b'}', "").map_err(framing)?;
+    } else {
+        loop {
+            f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
+            let name: String = serde_json::from_slice(&buf)
+                .map_err(|e| shape(format!("a member name is not a string: {e}")))?;
+            f.expect(b':', "after a member name").map_err(framing)?;
+            let repeated = || shape(format!("duplicate field `{name}`"));
+            match name.as_str() {
+                "payloadType" => {
+                    f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
+                    let value: String = serde_json::from_slice(&buf)
+                        .map_err(|e| shape(format!("payloadType: {e}")))?;
+                    if payload_type.replace(value).is_some() {
+                        return Err(repeated());
+                    }
+                }
+                "signatures" => {
+                    f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
+                    let value: Vec<SignatureIn> = serde_json::from_slice(&buf)
+                        .map_err(|e| shape(format!("signatures: {e}")))?;
+                    if signatures.replace(value).is_some() {
+                        return Err(repeated());
+                    }
+                }
+                "payload" => {
+                    let decoded = decode_payload(&mut f)?;
+                    if payload.replace(decoded).is_some() {
+                        return Err(repeated());
+                    }
+                }
+                _ => {
+                    f.skip_value().map_err(framing)?;
+                }
+            }
+            if f.one_of(b",}", "after an envelope member")
+                .map_err(framing)?
+                == b'}'
+            {
+                break;
+            }
+        }
+    }
+    if let Some(b) = f.peek().map_err(framing)? {
+        return Err(shape(format!(
+            "unexpected data after the envelope, starting with byte {b:#04x}"
+        )));
+    }
+    let missing = |field: &str| shape(format!("missing field `{field}`"));
+    let (statement, statement_len) = payload.ok_or_else(|| missing("payload"))?;
+    Ok(EnvelopeRead {
+        payload_type: payload_type.ok_or_else(|| missing("payloadType"))?,
+        statement,
+        statement_len,
+        signatures: signatures.ok_or_else(|| missing("signatures"))?,
+    })
+}
+
+/// Base64 characters decoded at a time: a multiple of 4, so blocks join without padding.
+const DECODE_BLOCK: usize = 4 * 64 * 1024;
+
+/// Decodes the `payload` string (standard base64) into an anonymous temporary file as it is
+/// read; returns the file and the decoded length.
+fn decode_payload<R: Read>(f: &mut Framer<R>) -> Result<(File, u64), BundleError> {
+    let invalid = |reason: String| envelope(format!("payload is not standard base64: {reason}"));
+    if f.peek()? != Some(b'"') {
+        return Err(invalid("it is not a string".into()));
+    }
+    let mut out = BufWriter::with_capacity(256 * 1024, tempfile::tempfile()?);
+    let mut pending: Vec<u8> = Vec::with_capacity(DECODE_BLOCK + 4096);
+    let mut decoded = Vec::with_capacity(DECODE_BLOCK / 4 * 3);
+    let mut written = 0u64;
+    let (mut opened, mut escaped) = (false, false);
+    let mut failure: Option<BundleError> = None;
+    let mut flush = |pending: &mut Vec<u8>, all: bool| -> Result<(), BundleError> {
+        let take = if all {
+            pending.len()
+        } else {
+            pending.len() / 4 * 4
+        };
+        decoded.clear();
+        STANDARD
+            .decode_vec(pending.get(..take).unwrap_or_default(), &mut decoded)
+            .map_err(|e| invalid(e.to_string()))?;
+        out.write_all(&decoded)?;
+        written += decoded.len() as u64;
+        pending.drain(..take);
+        Ok(())
+    };
+    f.value_chunks(&mut |chunk| {
+        for &b in chunk {
+            if !opened {
+                opened = true;
+            } else if escaped {
+                escaped = false;
+                if b != b'/' {
+                    failure = Some(invalid(format!(
+                        "it holds the escape \\{}, which no base64 character needs",
+                        b as char
+                    )));
+                    return false;
+                }
+                pending.push(b'/');
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b != b'"' {
+                pending.push(b);
+            }
+        }
+        if pending.len() >= DECODE_BLOCK {
+            if let Err(e) = flush(&mut pending, false) {
+                failure = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    flush(&mut pending, true)?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    Ok((file, written))
+}
+
+/// Where the members of a statement are in its file; `_type` and `predicateType` read.
+struct StatementLayout {
+    kind: String,
+    predicate_type: String,
+    predicate: (u64, u64),
+    subject: (u64, u64),
+}
+
+impl StatementLayout {
+    fn scan(file: &File, len: u64) -> Result<StatementLayout, BundleError> {
+        let shape =
+            |reason: String| envelope(format!("payload is not an in-toto statement: {reason}"));
+        let framing = |e: FrameError| match e {
+            FrameError::Io(e) => BundleError::Io(e),
+            FrameError::Syntax { offset, reason } => shape(format!("at byte {offset}: {reason}")),
+        };
+        let mut f = Framer::new(FileRange::new(file, (0, len)));
+        let mut buf = Vec::new();
+        let (mut kind, mut predicate_type, mut predicate, mut subject) = (None, None, None, None);
+        f.expect(b'{', "at the start of the statement")
+            .map_err(framing)?;
+        if f.peek().map_err(framing)? == Some(b'}') {
+            f.expect(b'}', "").map_err(framing)?;
+        } else {
+            loop {
+                f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
+                let name: String = serde_json::from_slice(&buf)
+                    .map_err(|e| shape(format!("a member name is not a string: {e}")))?;
+                f.expect(b':', "after a member name").map_err(framing)?;
+                let repeated = || shape(format!("duplicate field `{name}`"));
+                let mut text = |f: &mut Framer<FileRange<'_>>| -> Result<String, BundleError> {
+                    f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
+                    serde_json::from_slice(&buf).map_err(|e| shape(format!("{name}: {e}")))
+                };
+                let fresh = match name.as_str() {
+                    "_type" => kind.replace(text(&mut f)?).is_none(),
+                    "predicateType" => predicate_type.replace(text(&mut f)?).is_none(),
+                    "predicate" => predicate
+                        .replace(f.skip_value().map_err(framing)?)
+                        .is_none(),
+                    "subject" => subject.replace(f.skip_value().map_err(framing)?).is_none(),
+                    _ => {
+                        f.skip_value().map_err(framing)?;
+                        true
+                    }
+                };
+                if !fresh {
+                    return Err(repeated());
+                }
+                if f.one_of(b",}", "after a statement member")
+                    .map_err(framing)?
+                    == b'}'
+                {
+                    break;
+                }
+            }
+        }
+        if let Some(b) = f.peek().map_err(framing)? {
+            return Err(shape(format!(
+                "unexpected data after the statement, starting with byte {b:#04x}"
+            )));
+        }
+        let missing = |field: &str| shape(format!("missing field `{field}`"));
+        Ok(StatementLayout {
+            kind: kind.ok_or_else(|| missing("_type"))?,
+            predicate_type: predicate_type.ok_or_else(|| missing("predicateType"))?,
+            predicate: predicate.ok_or_else(|| missing("predicate"))?,
+            subject: subject.ok_or_else(|| missing("subject"))?,
+        })
+    }
+}
+
+/// The verifier keys a bundle lists (its `keys` member), read from the predicate's bytes.
+fn bundle_keys(file: &File, predicate: (u64, u64)) -> Result<Vec<VerifierKey>, BundleError> {
+    let not_bundle = |reason: String| {
+        envelope(format!(
+            "the predicate is not a provledger bundle: {reason}"
+        ))
+    };
+    let framing = |e: FrameError| match e {
+        FrameError::Io(e) => BundleError::Io(e),
+        FrameError::Syntax { offset, reason } => not_bundle(format!("at byte {offset}: {reason}")),
+    };
+    let mut f = Framer::new(FileRange::new(file, predicate));
+    let mut buf = Vec::new();
+    f.expect(b'{', "at the start of the bundle")
+        .map_err(framing)?;
+    loop {
+        if f.peek().map_err(framing)? == Some(b'}') {
+            return Err(not_bundle("it lists no keys".into()));
+        }
+        f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
+        let name: String = serde_json::from_slice(&buf)
+            .map_err(|e| not_bundle(format!("a member name is not a string: {e}")))?;
+        f.expect(b':', "after a member name").map_err(framing)?;
+        if name == "keys" {
+            f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
+            let keys: Vec<String> =
+                serde_json::from_slice(&buf).map_err(|e| not_bundle(format!("keys: {e}")))?;
+            return keys
+                .iter()
+                .enumerate()
+                .map(|(position, k)| {
+                    VerifierKey::parse(k).map_err(|source| BundleError::Key { position, source })
+                })
+                .collect();
+        }
+        f.skip_value().map_err(framing)?;
+        f.one_of(b",}", "after a bundle member").map_err(framing)?;
+    }
+}
+
+/// The statement's `subject` array must list the bundle's records, in order: each record's id
+/// as `name` and the SHA-256 of its leaf bytes as `digest.sha256`.
+fn check_subjects(
+    file: &File,
+    range: (u64, u64),
+    leaves: &[(Hash, [u8; 32])],
+) -> Result<(), BundleError> {
+    let framing = |e: FrameError| match e {
+        FrameError::Io(e) => BundleError::Io(e),
+        FrameError::Syntax { offset, reason } => envelope(format!(
+            "payload is not an in-toto statement: subject, at byte {offset}: {reason}"
+        )),
+    };
+    let mut f = Framer::new(FileRange::new(file, range));
+    let mut buf = Vec::new();
+    f.expect(b'[', "to open subject").map_err(framing)?;
+    let mut count = 0usize;
+    if f.peek().map_err(framing)? == Some(b']') {
+        f.expect(b']', "").map_err(framing)?;
+    } else {
+        loop {
+            let position = count;
+            let fail = |reason: String| BundleError::Subject { position, reason };
+            f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
+            let subject: SubjectIn = serde_json::from_slice(&buf)
+                .map_err(|e| fail(format!("not an in-toto subject: {e}")))?;
+            let Some((id, digest)) = leaves.get(position) else {
+                return Err(fail(format!(
+                    "the statement has more subjects than the bundle's {} records",
+                    leaves.len()
+                )));
+            };
+            let id = id.to_hex();
+            if subject.name != id {
+                return Err(fail(format!(
+                    "name is {:?} but the record at that position is {id}",
+                    subject.name
+                )));
+            }
+            let digest = hex::encode(digest);
+            if subject.digest.sha256 != digest {
+                return Err(fail(format!(
+                    "digest.sha256 is {:?} but SHA-256 of record {id}'s leaf bytes is {digest}",
+                    subject.digest.sha256
+                )));
+            }
+            count += 1;
+            if f.one_of(b",]", "after a subject").map_err(framing)? == b']' {
+                break;
+            }
+        }
+    }
+    if count != leaves.len() {
         return Err(BundleError::Subject {
-            position: st.subject.len().min(inner.records.len()),
+            position: count,
             reason: format!(
-                "the statement has {} subjects but the bundle {} records",
-                st.subject.len(),
-                inner.records.len()
+                "the statement has {count} subjects but the bundle {} records",
+                leaves.len()
             ),
         });
     }
-    for (position, (subject, record)) in st.subject.iter().zip(&inner.records).enumerate() {
-        let fail = |reason: String| BundleError::Subject { position, reason };
-        let leaf = STANDARD
-            .decode(record.leaf.as_bytes())
-            .map_err(|_| fail("its record's leaf is not base64".into()))?;
-        let id = leaf_hash(&leaf).to_hex();
-        if subject.name != id {
-            return Err(fail(format!(
-                "name is {:?} but the record at that position is {id}",
-                subject.name
-            )));
-        }
-        let digest = hex::encode(Sha256::digest(&leaf));
-        if subject.digest.sha256 != digest {
-            return Err(fail(format!(
-                "digest.sha256 is {:?} but SHA-256 of record {id}'s leaf bytes is {digest}",
-                subject.digest.sha256
-            )));
+    Ok(())
+}
+
+/// Reads bytes `start..end` of a file with positioned reads (the file's cursor is not used).
+struct FileRange<'a> {
+    file: &'a File,
+    at: u64,
+    end: u64,
+}
+
+impl<'a> FileRange<'a> {
+    fn new(file: &'a File, (start, end): (u64, u64)) -> FileRange<'a> {
+        FileRange {
+            file,
+            at: start,
+            end,
         }
     }
-    Ok(report)
+}
+
+impl Read for FileRange<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let room = usize::try_from(self.end.saturating_sub(self.at)).unwrap_or(usize::MAX);
+        let want = buf.len().min(room);
+        let n = self
+            .file
+            .read_at(buf.get_mut(..want).unwrap_or_default(), self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 fn envelope(reason: String) -> BundleError {
@@ -323,27 +656,8 @@ struct DigestOut {
 }
 
 #[derive(Deserialize)]
-struct EnvelopeIn {
-    #[serde(rename = "payloadType")]
-    payload_type: String,
-    payload: String,
-    signatures: Vec<SignatureIn>,
-}
-
-#[derive(Deserialize)]
 struct SignatureIn {
     sig: String,
-}
-
-#[derive(Deserialize)]
-struct StatementIn<'a> {
-    #[serde(rename = "_type")]
-    kind: String,
-    subject: Vec<SubjectIn>,
-    #[serde(rename = "predicateType")]
-    predicate_type: String,
-    #[serde(borrow)]
-    predicate: &'a serde_json::value::RawValue,
 }
 
 #[derive(Deserialize)]
@@ -355,20 +669,6 @@ struct SubjectIn {
 #[derive(Deserialize)]
 struct DigestIn {
     sha256: String,
-}
-
-/// The parts of a bundle the envelope needs: its keys and its records' leaves.
-#[derive(Deserialize)]
-struct PredicateIn<'a> {
-    keys: Vec<String>,
-    #[serde(borrow)]
-    records: Vec<LeafIn<'a>>,
-}
-
-#[derive(Deserialize)]
-struct LeafIn<'a> {
-    #[serde(borrow)]
-    leaf: Cow<'a, str>,
 }
 
 #[cfg(test)]
@@ -401,6 +701,56 @@ mod tests {
         })
         .expect("read back");
         assert_eq!(out, STANDARD.encode(&data));
+    }
+
+    /// The payload is decoded in blocks as it is read: across block edges, with a JSON escape
+    /// (`\/`) some writers put in strings, the result is the whole string's decoding.
+    #[test]
+    fn payloads_decode_in_blocks_into_the_statement_file() {
+        let data: Vec<u8> = (0..DECODE_BLOCK + 12_345)
+            .map(|i| (i * 131 % 251) as u8)
+            .collect();
+        let encoded = STANDARD.encode(&data).replace('/', "\\/");
+        let text = format!(
+            "{{\"signatures\": [], \"x\": {{\"nested\": [1, \"}}\"]}}, \"payload\": \"{encoded}\", \"payloadType\": \"t\"}}"
+        );
+        let env = read_envelope(text.as_bytes()).expect("an envelope");
+        assert_eq!(env.payload_type, "t");
+        assert_eq!(env.statement_len, data.len() as u64);
+        let mut back = vec![0u8; data.len()];
+        env.statement
+            .read_exact_at(&mut back, 0)
+            .expect("read back");
+        assert_eq!(back, data);
+
+        let refuse = |text: &str, why: &str| {
+            let err = read_envelope(text.as_bytes()).err().expect("refused");
+            assert!(err.to_string().contains(why), "{err}");
+        };
+        refuse(
+            r#"{"payload": "YQ==", "payload": "YQ==", "payloadType": "t", "signatures": []}"#,
+            "duplicate field `payload`",
+        );
+        refuse(
+            r#"{"payload": "YQ\n==", "payloadType": "t", "signatures": []}"#,
+            "no base64 character needs",
+        );
+        refuse(
+            r#"{"payload": "YQ=", "payloadType": "t", "signatures": []}"#,
+            "payload is not standard base64",
+        );
+        refuse(
+            r#"{"payload": 12, "payloadType": "t", "signatures": []}"#,
+            "it is not a string",
+        );
+        refuse(
+            r#"{"payloadType": "t", "signatures": []}"#,
+            "missing field `payload`",
+        );
+        refuse(
+            r#"{"payload": "", "payloadType": "t", "signatures": []} x"#,
+            "unexpected data after the envelope",
+        );
     }
 
     #[test]

@@ -332,6 +332,48 @@ fn dsse_tampering_is_caught() {
         "{err}"
     );
 
+    // In-toto tools write `subject` before `predicate`: member order does not matter, as long
+    // as the log key signed those bytes.
+    let v: Value = serde_json::from_slice(&st).unwrap();
+    // The bundle's bytes as written (its members keep their order).
+    let from = text.find(",\"predicate\":").unwrap() + ",\"predicate\":".len();
+    let predicate = &text[from..text.rfind(",\"subject\":").unwrap()];
+    let reordered = format!(
+        "{{\"subject\":{},\"_type\":{},\"predicate\":{predicate},\"predicateType\":{}}}",
+        v["subject"], v["_type"], v["predicateType"]
+    );
+    let sig = log
+        .key
+        .sign_raw(&pae(DSSE_PAYLOAD_TYPE, reordered.as_bytes()));
+    let mut resigned: Value =
+        serde_json::from_slice(&with_statement(&env, reordered.as_bytes())).unwrap();
+    resigned["signatures"][0]["sig"] = STANDARD.encode(sig).into();
+    let report = verify_dsse(
+        serde_json::to_vec(&resigned).unwrap().as_slice(),
+        &[log.key.verifier()],
+        None,
+    )
+    .unwrap();
+    assert_eq!(report.records(), 6);
+
+    // Re-signed by the log key with a subject left out: the count is named.
+    let mut subjects = v["subject"].clone();
+    subjects.as_array_mut().unwrap().pop();
+    let fewer = format!(
+        "{{\"_type\":{},\"predicateType\":{},\"predicate\":{predicate},\"subject\":{subjects}}}",
+        v["_type"], v["predicateType"]
+    )
+    .into_bytes();
+    let sig = log.key.sign_raw(&pae(DSSE_PAYLOAD_TYPE, &fewer));
+    let mut resigned: Value = serde_json::from_slice(&with_statement(&env, &fewer)).unwrap();
+    resigned["signatures"][0]["sig"] = STANDARD.encode(sig).into();
+    let err =
+        verify_dsse(serde_json::to_vec(&resigned).unwrap().as_slice(), &[], None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "in-toto subject 5: the statement has 5 subjects but the bundle 6 records"
+    );
+
     // Another payload type.
     let mut typed = env.clone();
     typed["payloadType"] = "application/json".into();

@@ -108,6 +108,31 @@ impl<R: Read> Framer<R> {
     /// not validated: parse `out` afterwards. Fails when it is longer than `limit` bytes.
     pub fn value(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), FrameError> {
         out.clear();
+        let mut too_long = false;
+        self.value_chunks(&mut |chunk| {
+            out.extend_from_slice(chunk);
+            too_long |= out.len() > limit;
+            !too_long
+        })?;
+        if too_long {
+            return Err(self.syntax(format!("a value is longer than {limit} bytes")));
+        }
+        Ok(())
+    }
+
+    /// Frames the next JSON value without keeping it; returns the offsets of its first byte and
+    /// of the byte after it.
+    pub fn skip_value(&mut self) -> Result<(u64, u64), FrameError> {
+        self.peek()?;
+        let start = self.offset;
+        self.value_chunks(&mut |_| true)?;
+        Ok((start, self.offset))
+    }
+
+    /// Frames the next JSON value, handing its bytes to `sink` a piece at a time as they are
+    /// read (a string's quotes and escapes included). `sink` returns false to stop early: the
+    /// value is then left unfinished.
+    pub fn value_chunks(&mut self, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), FrameError> {
         let first = self.peek()?;
         let scalar = match first {
             None => return Err(self.syntax("unexpected end of the file, expected a value")),
@@ -172,12 +197,9 @@ impl<R: Read> Framer<R> {
                 }
             }
             let take = end.unwrap_or(buf.len());
-            out.extend_from_slice(buf.get(..take).unwrap_or_default());
+            let more = sink(buf.get(..take).unwrap_or_default());
             self.consume(take);
-            if out.len() > limit {
-                return Err(self.syntax(format!("a value is longer than {limit} bytes")));
-            }
-            if end.is_some() {
+            if end.is_some() || !more {
                 return Ok(());
             }
         }

@@ -184,6 +184,21 @@ pub fn verify_bundle<R: Read>(
     trusted: &[VerifierKey],
     later: Option<&LaterCheckpoint>,
 ) -> Result<BundleReport, BundleError> {
+    verify_bundle_observed(reader, trusted, later, None)
+}
+
+/// Called with each record's leaf hash and the SHA-256 of its leaf bytes, in bundle order, as
+/// the records pass their own checks.
+pub(crate) type LeafObserver<'a> = dyn FnMut(&Hash, &[u8; 32]) + 'a;
+
+/// [`verify_bundle`], handing each record's leaf hash and leaf-bytes SHA-256 to `observe`
+/// (what a DSSE statement's subjects are checked against).
+pub(crate) fn verify_bundle_observed<R: Read>(
+    reader: R,
+    trusted: &[VerifierKey],
+    later: Option<&LaterCheckpoint>,
+    mut observe: Option<&mut LeafObserver<'_>>,
+) -> Result<BundleReport, BundleError> {
     let mut f = Framer::new(reader);
     let mut buf = Vec::new();
     f.expect(b'{', "at the start of the bundle")?;
@@ -210,6 +225,7 @@ pub fn verify_bundle<R: Read>(
         tree_size: trust.tree_size,
         root: trust.root,
         scope,
+        digest_leaves: observe.is_some(),
     };
     let mut state = State::new(
         matches!(ctx.scope, ScopeDoc::Records { depth, .. } if depth > 0),
@@ -220,7 +236,7 @@ pub fn verify_bundle<R: Read>(
     if f.peek()? == Some(b']') {
         f.expect(b']', "")?;
     } else {
-        check_records(&mut f, &ctx, &mut state)?;
+        check_records(&mut f, &ctx, &mut state, &mut observe)?;
     }
 
     field_name(&mut f, &mut buf, 6)?;
@@ -275,6 +291,7 @@ fn check_records<R: Read>(
     f: &mut Framer<R>,
     ctx: &Context,
     state: &mut State,
+    observe: &mut Option<&mut LeafObserver<'_>>,
 ) -> Result<(), BundleError> {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -310,7 +327,11 @@ fn check_records<R: Read>(
         let first = state.count;
         let records = batch.get(..count).unwrap_or_default();
         for (position, result) in check_batch(records, first, ctx, workers) {
-            state.accept(result?, position)?;
+            let checked = result?;
+            if let (Some(observe), Some(digest)) = (observe.as_mut(), &checked.leaf_sha256) {
+                observe(&checked.leaf_hash, digest);
+            }
+            state.accept(checked, position)?;
         }
         if let Some(e) = framing {
             return Err(e.into());
@@ -602,12 +623,16 @@ struct Context {
     tree_size: u64,
     root: Hash,
     scope: ScopeDoc,
+    /// Whether to compute each record's SHA-256 of its leaf bytes (for an observer).
+    digest_leaves: bool,
 }
 
 /// What one record contributes once its own checks passed.
 struct Checked {
     index: u64,
     leaf_hash: Hash,
+    /// SHA-256 of the leaf bytes, when the context asks for it.
+    leaf_sha256: Option<[u8; 32]>,
     refs: Vec<Hash>,
     payload: PayloadState,
 }
@@ -678,6 +703,7 @@ fn check_record(raw: &[u8], position: u64, ctx: &Context) -> Result<Checked, Bun
     Ok(Checked {
         index,
         leaf_hash: hash,
+        leaf_sha256: ctx.digest_leaves.then(|| Sha256::digest(&leaf).into()),
         refs: decoded.refs.iter().map(|r| Hash(r.hash)).collect(),
         payload,
     })

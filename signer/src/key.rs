@@ -313,6 +313,31 @@ impl VerifierKey {
             .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
             .is_ok()
     }
+
+    /// [`VerifierKey::verify_raw`] over a message too large to hold in memory: `feed` hands the
+    /// whole message to its sink once, in pieces. The same rules hold: `verify_strict`'s refusal
+    /// of small-order keys and `R` values is checked first, then the cofactorless equation with
+    /// `R` compared as bytes. An error from `feed` is returned as is.
+    pub fn verify_raw_streamed(&self, sig: &[u8; 64], feed: &MessageFeed<'_>) -> io::Result<bool> {
+        if self.key.is_weak() {
+            return Ok(false);
+        }
+        let mut r = [0u8; 32];
+        r.copy_from_slice(sig.first_chunk::<32>().unwrap_or(&[0; 32]));
+        match curve25519_dalek::edwards::CompressedEdwardsY(r).decompress() {
+            Some(point) if !point.is_small_order() => {}
+            _ => return Ok(false),
+        }
+        let Ok(mut verifier) = self
+            .key
+            .verify_stream(&ed25519_dalek::Signature::from_bytes(sig))
+        else {
+            // A non-canonical `s`.
+            return Ok(false);
+        };
+        feed(&mut |piece: &[u8]| verifier.update(piece))?;
+        Ok(verifier.finalize_and_verify().is_ok())
+    }
 }
 
 impl fmt::Display for VerifierKey {

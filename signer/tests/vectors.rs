@@ -513,7 +513,8 @@ mod signed_notes {
 
 /// C2SP CCTV Ed25519 edge cases.
 ///
-/// `verify_raw` uses ed25519-dalek's `verify_strict`. Over these 914 vectors it
+/// `verify_raw` uses ed25519-dalek's `verify_strict` (and `verify_raw_streamed` the same rules
+/// over a streamed message). Over these 914 vectors it
 /// accepts exactly those with none of the flags `low_order_A`, `low_order_R`,
 /// `non_canonical_R` and `low_order_residue`:
 /// - small-order public keys and `R` points are refused outright;
@@ -556,6 +557,23 @@ mod cctv {
             let msg = v["msg"].as_str().unwrap().as_bytes();
             // A key that does not even decode as a point is a rejection too.
             let got = VerifierKey::new("cctv", &key).is_ok_and(|k| k.verify_raw(msg, &sig));
+            // The streamed verifier (large DSSE statements) decides every vector alike, however
+            // the message is cut.
+            for piece in [1, 7, 64] {
+                let streamed = VerifierKey::new("cctv", &key).is_ok_and(|k| {
+                    k.verify_raw_streamed(&sig, &|sink| {
+                        msg.chunks(piece).for_each(&mut *sink);
+                        Ok(())
+                    })
+                    .unwrap()
+                });
+                if streamed != got {
+                    failures.push(format!(
+                        "vector {}: streamed in pieces of {piece}: got {streamed}, verify_raw {got}",
+                        v["number"]
+                    ));
+                }
+            }
             let want = !flags.iter().any(|f| REJECTING_FLAGS.contains(f));
             if got != want {
                 failures.push(format!(
