@@ -181,8 +181,11 @@ pub(crate) struct Staging {
     /// Decisions created or resolved by staged records, by index, with whether the decision
     /// itself is staged (`true`) or already stored.
     decisions: BTreeMap<u64, (Decision, bool)>,
-    /// Index and entity of every staged record, for references to records of the same batch.
-    staged: HashMap<Hash, (u64, Option<String>)>,
+    /// Index and entity of every staged record, for references to records of the same batch
+    /// (keyed by leaf hash, which no client can steer into collisions: the fast hasher is safe).
+    staged: rustc_hash::FxHashMap<Hash, (u64, Option<String>)>,
+    /// Scratch space for building posting prefixes without allocating per record.
+    scratch: Vec<u8>,
     pub(crate) events: Vec<Event>,
 }
 
@@ -249,17 +252,24 @@ pub(crate) fn stage(
     batch: &Staging,
 ) -> Result<(), LedgerError> {
     let index = leaf.index;
+    let actor = Posting::Actor {
+        kind: &leaf.actor.kind,
+        id: &leaf.actor.id,
+    };
     for scope in scopes(&leaf.tenant) {
-        let kind = posting_prefix(scope, &Posting::Kind(&leaf.kind));
-        local.kinds.entry(kind).or_default().push(index);
-        let actor = posting_prefix(
-            scope,
-            &Posting::Actor {
-                kind: &leaf.actor.kind,
-                id: &leaf.actor.id,
-            },
-        );
-        local.actors.entry(actor).or_default().push(index);
+        for (postings, posting) in [
+            (&mut local.kinds, Posting::Kind(&leaf.kind)),
+            (&mut local.actors, actor),
+        ] {
+            local.scratch.clear();
+            write_posting_prefix(&mut local.scratch, scope, &posting);
+            match postings.get_mut(local.scratch.as_slice()) {
+                Some(list) => list.push(index),
+                None => {
+                    postings.insert(local.scratch.clone(), vec![index]);
+                }
+            }
+        }
     }
     local.staged.insert(hash, (index, leaf.entity.clone()));
     if let Some(decision) = derive_decision(leaf, |h| {
@@ -398,27 +408,37 @@ fn push_str(k: &mut Vec<u8>, s: &str) {
     k.extend_from_slice(s.as_bytes());
 }
 
-fn scope_prefix(scope: Scope<'_>) -> Vec<u8> {
+fn write_scope_prefix(k: &mut Vec<u8>, scope: Scope<'_>) {
     match scope.0 {
-        None => vec![0],
+        None => k.push(0),
         Some(t) => {
-            let mut k = Vec::with_capacity(5 + t.len() + 32);
             k.push(1);
-            push_str(&mut k, t);
-            k
+            push_str(k, t);
+        }
+    }
+}
+
+fn scope_prefix(scope: Scope<'_>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + scope.0.map_or(0, str::len) + 32);
+    write_scope_prefix(&mut k, scope);
+    k
+}
+
+/// Appends the key prefix of `posting`'s list in `scope` to `k`.
+fn write_posting_prefix(k: &mut Vec<u8>, scope: Scope<'_>, posting: &Posting<'_>) {
+    write_scope_prefix(k, scope);
+    match posting {
+        Posting::Kind(kind) => push_str(k, kind),
+        Posting::Actor { kind, id } => {
+            push_str(k, kind);
+            push_str(k, id);
         }
     }
 }
 
 fn posting_prefix(scope: Scope<'_>, posting: &Posting<'_>) -> Vec<u8> {
-    let mut k = scope_prefix(scope);
-    match posting {
-        Posting::Kind(kind) => push_str(&mut k, kind),
-        Posting::Actor { kind, id } => {
-            push_str(&mut k, kind);
-            push_str(&mut k, id);
-        }
-    }
+    let mut k = Vec::with_capacity(64);
+    write_posting_prefix(&mut k, scope, posting);
     k
 }
 
