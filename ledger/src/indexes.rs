@@ -680,12 +680,12 @@ fn layout_version(store: &Store) -> Result<Option<u8>, LedgerError> {
     };
     match *v {
         [found] if (1..=LAYOUT_VERSION).contains(&found) => Ok(Some(found)),
-        [found] => Err(LedgerError::IndexLayout {
+        [found] if found > LAYOUT_VERSION => Err(LedgerError::IndexLayout {
             found,
             supported: LAYOUT_VERSION,
         }),
         _ => Err(LedgerError::Corrupt(
-            "the index layout marker (meta/indexes) is not one byte".into(),
+            "the index layout marker (meta/indexes) is not a known version byte".into(),
         )),
     }
 }
