@@ -13,6 +13,10 @@ use provledger_ledger::{Ledger, LedgerConfig, PreparedRecord, RecordInput};
 use provledger_signer::SigningKey;
 use serde_json::json;
 
+// The allocator the `provledger` binary uses, so these figures match the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn record(i: u64) -> PreparedRecord {
     // ~300 bytes of JSON, like the HTTP benchmark's records.
     let input: RecordInput = serde_json::from_value(json!({

@@ -9,7 +9,36 @@ use provledger_ledger::{Ledger, LedgerConfig, PreparedRecord, RecordInput};
 use provledger_signer::SigningKey;
 use serde_json::json;
 
+// The allocator the `provledger` binary uses, so these figures match the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Counts fjall's stall and halt messages (it logs them at `info` through the `log` crate).
+struct StallCounter(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl log::Log for StallCounter {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Info
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        let msg = r.args().to_string();
+        if msg.contains("stall") || msg.contains("halt") || msg.contains("Stalling") {
+            // One line per kind of stall, whatever the numbers in it.
+            let kind: String = msg.chars().filter(|c| !c.is_ascii_digit()).collect();
+            *self.0.lock().unwrap().entry(kind).or_default() += 1;
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static STALLS: std::sync::LazyLock<StallCounter> =
+    std::sync::LazyLock::new(|| StallCounter(Default::default()));
+
 fn main() {
+    log::set_logger(&*STALLS).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
     let batches: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
@@ -69,7 +98,22 @@ fn main() {
                     h.get_sample_count(),
                     h.get_sample_sum()
                 );
+                // How the time is spread: a few slow batches (storage stalls) or all of them.
+                let mut below = 0;
+                let buckets: Vec<String> = h
+                    .get_bucket()
+                    .iter()
+                    .filter_map(|b| {
+                        let n = b.get_cumulative_count() - below;
+                        below = b.get_cumulative_count();
+                        (n > 0).then(|| format!("≤{}s: {n}", b.get_upper_bound()))
+                    })
+                    .collect();
+                println!("  {}", buckets.join(", "));
             }
         }
+    }
+    for (what, n) in STALLS.0.lock().unwrap().iter() {
+        println!("fjall: {n} × {what}");
     }
 }

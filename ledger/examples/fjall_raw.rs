@@ -7,6 +7,10 @@ use std::time::Instant;
 use fjall::{Config, PartitionCreateOptions, PersistMode};
 use sha2::{Digest, Sha256};
 
+// The allocator the `provledger` binary uses, so these figures match the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let ks = Config::new(dir.path()).open().unwrap();

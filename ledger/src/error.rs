@@ -80,6 +80,15 @@ pub enum LedgerError {
     /// The signing step failed.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The data directory's indexes have a layout this build does not know (a newer
+    /// provledger wrote them).
+    #[error("the data directory's index layout is version {found}, this provledger reads versions up to {supported}: run a newer provledger")]
+    IndexLayout {
+        /// Layout version stored in the data directory.
+        found: u8,
+        /// Newest layout version this build reads.
+        supported: u8,
+    },
     /// The storage engine failed.
     #[error("storage error: {0}")]
     Storage(#[from] fjall::Error),

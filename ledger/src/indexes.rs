@@ -9,13 +9,21 @@
 //!         | 0x01 ‖ str(tenant)            one tenant
 //! str(s)  = len(s) as u32 BE ‖ bytes of s (names may hold any byte, 0x00 included; a length
 //!           prefix keeps every prefix unambiguous)
-//! kinds     key: scope ‖ str(kind) ‖ index (u64 BE)                   value: empty
-//! actors    key: scope ‖ str(actor type) ‖ str(actor id) ‖ index      value: empty
+//! kinds     key: scope ‖ str(kind) ‖ first (u64 BE)                   value: chunk
+//! actors    key: scope ‖ str(actor type) ‖ str(actor id) ‖ first      value: chunk
 //! decisions key: scope ‖ index                                         value: MessagePack Decision
 //! pending   key: scope ‖ index                                         value: empty
+//! chunk   = varint(i₁ − i₀) ‖ varint(i₂ − i₁) ‖ …   (LEB128; i₀ = first; every gap ≥ 1)
 //! ```
 //!
-//! Every record is written under both scopes. A *decision* is a record of kind `decision` or
+//! Every record is written under both scopes. The `kinds` and `actors` postings are *packed*:
+//! one key per (scope, value) per append batch, named by the first index of the batch that
+//! holds that value, whose value lists the batch's other indexes with that value as gaps. A
+//! batch covers a contiguous range of indexes, so a chunk's indexes all lie below the next
+//! chunk's first index and a listing that starts at index `i` starts in the last chunk whose
+//! first index is ≤ `i` (see [`Ledger::postings`]). An empty chunk is a posting of one index:
+//! layout version 1 (one key per record, empty value) is layout 2 with one-index chunks, so a
+//! version-1 data directory needs no rewrite, only its marker bumped (see [`backfill`]). A *decision* is a record of kind `decision` or
 //! any record whose attribute `requires_approval` is JSON `true` (it is then *escalated*). An
 //! escalated decision is pending until a record of kind `approval` or `rejection` cites it (in
 //! any role; `decision` is the documented one): the first such record resolves it, its outcome,
@@ -23,7 +31,8 @@
 //! same batch. Later approvals of a resolved decision change nothing.
 //!
 //! Data directories written before these indexes existed are backfilled once when the ledger
-//! opens (meta key `indexes`, see [`backfill`]).
+//! opens, and older layouts are brought up to [`LAYOUT_VERSION`] (meta key `indexes`, see
+//! [`backfill`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -39,8 +48,9 @@ use crate::LedgerError;
 
 /// Meta key whose presence says the secondary indexes cover every record.
 const MARKER_KEY: &[u8] = b"indexes";
-/// Version of the index layout written under [`MARKER_KEY`].
-const LAYOUT_VERSION: u8 = 1;
+/// Version of the index layout written under [`MARKER_KEY`]: 2 packs the `kinds` and `actors`
+/// postings per batch; 1 wrote one key per record and index (a special case of 2).
+const LAYOUT_VERSION: u8 = 2;
 /// Records per committed batch while backfilling an old data directory.
 const BACKFILL_CHUNK: u64 = 4096;
 
@@ -164,39 +174,57 @@ pub(crate) enum Event {
 /// Index writes staged by records that are not committed yet: per job, then per batch.
 #[derive(Default)]
 pub(crate) struct Staging {
-    kinds: Vec<Vec<u8>>,
-    actors: Vec<Vec<u8>>,
+    /// Posting prefix (scope ‖ kind) → the staged indexes with it, ascending.
+    kinds: HashMap<Vec<u8>, Vec<u64>>,
+    /// Posting prefix (scope ‖ actor type ‖ actor id) → the staged indexes with it, ascending.
+    actors: HashMap<Vec<u8>, Vec<u64>>,
     /// Decisions created or resolved by staged records, by index, with whether the decision
     /// itself is staged (`true`) or already stored.
     decisions: BTreeMap<u64, (Decision, bool)>,
-    /// Index and entity of every staged record, for references to records of the same batch.
-    staged: HashMap<Hash, (u64, Option<String>)>,
+    /// Index and entity of every staged record, for references to records of the same batch
+    /// (keyed by leaf hash, which no client can steer into collisions: the fast hasher is safe).
+    staged: rustc_hash::FxHashMap<Hash, (u64, Option<String>)>,
+    /// Scratch space for building posting prefixes without allocating per record.
+    scratch: Vec<u8>,
     pub(crate) events: Vec<Event>,
 }
 
 impl Staging {
     /// Takes over a successful job's staging.
     pub(crate) fn absorb(&mut self, other: Staging) {
-        self.kinds.extend(other.kinds);
-        self.actors.extend(other.actors);
+        // Jobs are absorbed in log order, so appending keeps every list ascending.
+        for (mine, theirs) in [
+            (&mut self.kinds, other.kinds),
+            (&mut self.actors, other.actors),
+        ] {
+            for (prefix, indexes) in theirs {
+                mine.entry(prefix).or_default().extend(indexes);
+            }
+        }
         self.decisions.extend(other.decisions);
         self.staged.extend(other.staged);
         self.events.extend(other.events);
     }
 
-    /// Adds the staged index writes to the batch. Decisions are written once, in their final
-    /// state, so a decision and its approval in the same batch never insert and delete the same
-    /// key.
+    /// Adds the staged index writes to the batch: one packed posting chunk per (scope, kind)
+    /// and (scope, actor). Decisions are written once, in their final state, so a decision and
+    /// its approval in the same batch never insert and delete the same key.
     pub(crate) fn write(
         &mut self,
         store: &Store,
         batch: &mut fjall::Batch,
     ) -> Result<(), LedgerError> {
-        for k in std::mem::take(&mut self.kinds) {
-            batch.insert(&store.kinds, k, Vec::new());
-        }
-        for k in std::mem::take(&mut self.actors) {
-            batch.insert(&store.actors, k, Vec::new());
+        for (partition, postings) in [
+            (&store.kinds, std::mem::take(&mut self.kinds)),
+            (&store.actors, std::mem::take(&mut self.actors)),
+        ] {
+            for (mut prefix, indexes) in postings {
+                let Some((first, chunk)) = encode_chunk(&indexes) else {
+                    continue;
+                };
+                prefix.extend_from_slice(&first.to_be_bytes());
+                batch.insert(partition, prefix, chunk);
+            }
         }
         for (index, (d, staged)) in &self.decisions {
             let value = encode_decision(d)?;
@@ -224,11 +252,24 @@ pub(crate) fn stage(
     batch: &Staging,
 ) -> Result<(), LedgerError> {
     let index = leaf.index;
+    let actor = Posting::Actor {
+        kind: &leaf.actor.kind,
+        id: &leaf.actor.id,
+    };
     for scope in scopes(&leaf.tenant) {
-        local.kinds.push(kind_key(scope, &leaf.kind, index));
-        local
-            .actors
-            .push(actor_key(scope, &leaf.actor.kind, &leaf.actor.id, index));
+        for (postings, posting) in [
+            (&mut local.kinds, Posting::Kind(&leaf.kind)),
+            (&mut local.actors, actor),
+        ] {
+            local.scratch.clear();
+            write_posting_prefix(&mut local.scratch, scope, &posting);
+            match postings.get_mut(local.scratch.as_slice()) {
+                Some(list) => list.push(index),
+                None => {
+                    postings.insert(local.scratch.clone(), vec![index]);
+                }
+            }
+        }
     }
     local.staged.insert(hash, (index, leaf.entity.clone()));
     if let Some(decision) = derive_decision(leaf, |h| {
@@ -367,39 +408,37 @@ fn push_str(k: &mut Vec<u8>, s: &str) {
     k.extend_from_slice(s.as_bytes());
 }
 
-fn scope_prefix(scope: Scope<'_>) -> Vec<u8> {
+fn write_scope_prefix(k: &mut Vec<u8>, scope: Scope<'_>) {
     match scope.0 {
-        None => vec![0],
+        None => k.push(0),
         Some(t) => {
-            let mut k = Vec::with_capacity(5 + t.len() + 32);
             k.push(1);
-            push_str(&mut k, t);
-            k
+            push_str(k, t);
+        }
+    }
+}
+
+fn scope_prefix(scope: Scope<'_>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + scope.0.map_or(0, str::len) + 32);
+    write_scope_prefix(&mut k, scope);
+    k
+}
+
+/// Appends the key prefix of `posting`'s list in `scope` to `k`.
+fn write_posting_prefix(k: &mut Vec<u8>, scope: Scope<'_>, posting: &Posting<'_>) {
+    write_scope_prefix(k, scope);
+    match posting {
+        Posting::Kind(kind) => push_str(k, kind),
+        Posting::Actor { kind, id } => {
+            push_str(k, kind);
+            push_str(k, id);
         }
     }
 }
 
 fn posting_prefix(scope: Scope<'_>, posting: &Posting<'_>) -> Vec<u8> {
-    let mut k = scope_prefix(scope);
-    match posting {
-        Posting::Kind(kind) => push_str(&mut k, kind),
-        Posting::Actor { kind, id } => {
-            push_str(&mut k, kind);
-            push_str(&mut k, id);
-        }
-    }
-    k
-}
-
-fn kind_key(scope: Scope<'_>, kind: &str, index: u64) -> Vec<u8> {
-    let mut k = posting_prefix(scope, &Posting::Kind(kind));
-    k.extend_from_slice(&index.to_be_bytes());
-    k
-}
-
-fn actor_key(scope: Scope<'_>, kind: &str, id: &str, index: u64) -> Vec<u8> {
-    let mut k = posting_prefix(scope, &Posting::Actor { kind, id });
-    k.extend_from_slice(&index.to_be_bytes());
+    let mut k = Vec::with_capacity(64);
+    write_posting_prefix(&mut k, scope, posting);
     k
 }
 
@@ -412,6 +451,140 @@ fn index_key(scope: Scope<'_>, index: u64) -> Vec<u8> {
 /// The index at the end of a key.
 fn key_index(k: &[u8]) -> Result<u64, LedgerError> {
     store::be_u64(k.get(k.len().saturating_sub(8)..).unwrap_or_default())
+}
+
+// ---- packed posting chunks ----
+
+/// Most bytes of one LEB128 varint holding a u64.
+const MAX_VARINT: usize = 10;
+
+/// Encodes an ascending list of indexes as a chunk: its first index (the key's end) and the
+/// gaps to the others. `None` for an empty list; a list that is not strictly ascending never
+/// comes from staging (indexes are handed out in order), and its out-of-order gaps would be
+/// refused when read.
+fn encode_chunk(indexes: &[u64]) -> Option<(u64, Vec<u8>)> {
+    let (&first, rest) = indexes.split_first()?;
+    let mut out = Vec::with_capacity(rest.len());
+    let mut prev = first;
+    for &i in rest {
+        let mut gap = i.wrapping_sub(prev);
+        prev = i;
+        loop {
+            let byte = (gap & 0x7f) as u8;
+            gap >>= 7;
+            if gap == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    Some((first, out))
+}
+
+/// Why a stored chunk is unreadable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+enum ChunkError {
+    #[error("a gap does not fit 64 bits")]
+    LongVarint,
+    #[error("the last gap is cut short")]
+    Truncated,
+    #[error("a gap of 0 repeats an index")]
+    ZeroGap,
+    #[error("a gap is encoded in more bytes than it needs")]
+    Overlong,
+    #[error("an index passes 2^64")]
+    Overflow,
+}
+
+/// The indexes of the chunk stored under a key ending in `first`, ascending.
+fn decode_chunk(first: u64, bytes: &[u8]) -> Result<Vec<u64>, ChunkError> {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.push(first);
+    let mut prev = first;
+    let mut gap = 0u64;
+    let mut shift = 0u32;
+    let mut len = 0usize;
+    for &b in bytes {
+        len += 1;
+        if len > MAX_VARINT || (len == MAX_VARINT && b > 1) {
+            return Err(ChunkError::LongVarint);
+        }
+        gap |= u64::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            if b == 0 && len > 1 {
+                return Err(ChunkError::Overlong);
+            }
+            if gap == 0 {
+                return Err(ChunkError::ZeroGap);
+            }
+            prev = prev.checked_add(gap).ok_or(ChunkError::Overflow)?;
+            out.push(prev);
+            (gap, shift, len) = (0, 0, 0);
+        }
+    }
+    if len > 0 {
+        return Err(ChunkError::Truncated);
+    }
+    Ok(out)
+}
+
+/// Decodes the chunk stored under `key`, naming the partition when it is unreadable.
+fn stored_chunk(name: &str, key: &[u8], value: &[u8]) -> Result<Vec<u64>, LedgerError> {
+    let first = key_index(key)?;
+    decode_chunk(first, value).map_err(|e| {
+        LedgerError::Corrupt(format!(
+            "posting chunk at index {first} of the {name} does not decode: {e}"
+        ))
+    })
+}
+
+/// Up to `limit` indexes in `[from, to)` from the chunks of the posting list `prefix`: the
+/// chunk that holds `from` is the last one starting at or before it, later chunks start after.
+fn read_postings(
+    partition: &fjall::PartitionHandle,
+    name: &str,
+    prefix: &[u8],
+    from: u64,
+    to: u64,
+    limit: usize,
+) -> Result<Vec<u64>, LedgerError> {
+    let mut out = Vec::new();
+    if from >= to || limit == 0 {
+        return Ok(out);
+    }
+    let key = |i: u64| {
+        let mut k = Vec::with_capacity(prefix.len() + 8);
+        k.extend_from_slice(prefix);
+        k.extend_from_slice(&i.to_be_bytes());
+        k
+    };
+    let mut take = |chunk: Vec<u64>| {
+        for i in chunk {
+            if out.len() >= limit || i >= to {
+                return false;
+            }
+            if i >= from {
+                out.push(i);
+            }
+        }
+        true
+    };
+    if let Some(kv) = partition.range(key(0)..=key(from)).next_back() {
+        let (k, v) = kv?;
+        if !take(stored_chunk(name, &k, &v)?) {
+            return Ok(out);
+        }
+    }
+    // `from < to`, so `from + 1` does not overflow.
+    for kv in partition.range(key(from + 1)..key(to)) {
+        let (k, v) = kv?;
+        if !take(stored_chunk(name, &k, &v)?) {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 // ---- reads ----
@@ -433,21 +606,12 @@ impl Ledger {
             return Ok(Vec::new());
         }
         let store = self.store();
-        let partition = match posting {
-            Posting::Kind(_) => &store.kinds,
-            Posting::Actor { .. } => &store.actors,
+        let (partition, name) = match posting {
+            Posting::Kind(_) => (&store.kinds, "kind index (kinds)"),
+            Posting::Actor { .. } => (&store.actors, "actor index (actors)"),
         };
         let prefix = posting_prefix(Scope(tenant), posting);
-        let key = |i: u64| {
-            let mut k = prefix.clone();
-            k.extend_from_slice(&i.to_be_bytes());
-            k
-        };
-        partition
-            .range(key(from)..key(to))
-            .take(limit)
-            .map(|kv| key_index(&kv?.0))
-            .collect()
+        read_postings(partition, name, &prefix, from, to, limit)
     }
 
     /// Escalated decisions still waiting for an approval or rejection, oldest first: indexes of
@@ -508,14 +672,52 @@ impl Ledger {
 
 // ---- backfill ----
 
-/// Builds the secondary indexes of a data directory written before they existed, once: when
-/// the meta marker is missing, every stored entry is staged in order, committed in chunks of
-/// [`BACKFILL_CHUNK`] records, and the marker is written last. Re-running after a crash
-/// rewrites the same entries (each decision is rewritten before any later record resolves it),
-/// so an interrupted backfill simply runs again.
+/// Layout version of the data directory's indexes: `None` when they were never built; an
+/// error for a version newer than [`LAYOUT_VERSION`].
+fn layout_version(store: &Store) -> Result<Option<u8>, LedgerError> {
+    let Some(v) = store.meta.get(MARKER_KEY)? else {
+        return Ok(None);
+    };
+    match *v {
+        [found] if (1..=LAYOUT_VERSION).contains(&found) => Ok(Some(found)),
+        [found] if found > LAYOUT_VERSION => Err(LedgerError::IndexLayout {
+            found,
+            supported: LAYOUT_VERSION,
+        }),
+        _ => Err(LedgerError::Corrupt(
+            "the index layout marker (meta/indexes) is not a known version byte".into(),
+        )),
+    }
+}
+
+/// Brings the secondary indexes up to [`LAYOUT_VERSION`] when the ledger opens.
+///
+/// - Layout 1 (one `kinds`/`actors` key per record, empty value) reads as layout 2 with
+///   one-index chunks, so only the marker is rewritten; new batches write packed chunks after
+///   the old keys.
+/// - No marker (a data directory from before the indexes): every stored entry is staged in
+///   order, committed in chunks of [`BACKFILL_CHUNK`] records (so postings are packed per
+///   chunk), and the marker is written last. Re-running after a crash rewrites the same keys
+///   with the same values (chunk boundaries are fixed, and each decision is rewritten before
+///   any later record resolves it), so an interrupted backfill simply runs again.
 pub(crate) fn backfill(store: &Store, size: u64) -> Result<(), LedgerError> {
-    if store.meta.get(MARKER_KEY)?.is_some() {
-        return Ok(());
+    match layout_version(store)? {
+        Some(LAYOUT_VERSION) => return Ok(()),
+        Some(old) => {
+            tracing::info!(
+                from = old,
+                to = LAYOUT_VERSION,
+                "upgrading the index layout"
+            );
+            let mut batch = store
+                .keyspace
+                .batch()
+                .durability(Some(fjall::PersistMode::SyncAll));
+            batch.insert(&store.meta, MARKER_KEY, vec![LAYOUT_VERSION]);
+            batch.commit()?;
+            return Ok(());
+        }
+        None => {}
     }
     if size > 0 {
         tracing::info!(
@@ -562,14 +764,66 @@ pub(crate) struct Expected {
     /// False for a data directory whose indexes were never built (the ledger builds them when
     /// it next opens): nothing is checked then.
     active: bool,
+    /// Posting chunks read while checking records.
+    chunks: ChunkCache,
 }
 
 impl Expected {
     pub(crate) fn new(store: &Store) -> Result<Expected, LedgerError> {
         Ok(Expected {
-            active: store.meta.get(MARKER_KEY)?.is_some(),
+            active: layout_version(store)?.is_some(),
             ..Expected::default()
         })
+    }
+}
+
+/// The posting chunks `verify` decoded last, per posting list, so that checking the records of
+/// one batch reads each of their chunks once.
+#[derive(Default)]
+pub(crate) struct ChunkCache {
+    /// (partition is `actors`, posting prefix) → the chunk's indexes.
+    chunks: HashMap<(bool, Vec<u8>), Vec<u64>>,
+}
+
+/// Posting lists the cache remembers before it starts over (bounds `verify`'s memory when a
+/// log has many actors).
+const CHUNK_CACHE_LISTS: usize = 4096;
+
+impl ChunkCache {
+    /// True when the posting list `prefix` of `partition` holds `index`.
+    fn contains(
+        &mut self,
+        partition: &fjall::PartitionHandle,
+        actors: bool,
+        prefix: Vec<u8>,
+        index: u64,
+    ) -> Result<bool, LedgerError> {
+        let cache_key = (actors, prefix);
+        if let Some(chunk) = self.chunks.get(&cache_key) {
+            let covers = chunk.first().is_some_and(|f| *f <= index)
+                && chunk.last().is_some_and(|l| *l >= index);
+            if covers {
+                return Ok(chunk.binary_search(&index).is_ok());
+            }
+        }
+        let (_, prefix) = &cache_key;
+        let key = |i: u64| [prefix.as_slice(), &i.to_be_bytes()].concat();
+        let Some(kv) = partition.range(key(0)..=key(index)).next_back() else {
+            return Ok(false);
+        };
+        let (k, v) = kv?;
+        let name = if actors {
+            "actor index (actors)"
+        } else {
+            "kind index (kinds)"
+        };
+        let chunk = stored_chunk(name, &k, &v)?;
+        let found = chunk.binary_search(&index).is_ok();
+        if self.chunks.len() >= CHUNK_CACHE_LISTS {
+            self.chunks.clear();
+        }
+        self.chunks.insert(cache_key, chunk);
+        Ok(found)
     }
 }
 
@@ -588,19 +842,25 @@ pub(crate) fn verify_record(
     let e = |x: LedgerError| x.to_string();
     let index = leaf.index;
     for scope in scopes(&leaf.tenant) {
-        if store
-            .kinds
-            .get(kind_key(scope, &leaf.kind, index))
-            .map_err(|x| e(x.into()))?
-            .is_none()
+        let kind = posting_prefix(scope, &Posting::Kind(&leaf.kind));
+        if !expected
+            .chunks
+            .contains(&store.kinds, false, kind, index)
+            .map_err(e)?
         {
             return Err("missing from the kind index (kinds)".into());
         }
-        if store
-            .actors
-            .get(actor_key(scope, &leaf.actor.kind, &leaf.actor.id, index))
-            .map_err(|x| e(x.into()))?
-            .is_none()
+        let actor = posting_prefix(
+            scope,
+            &Posting::Actor {
+                kind: &leaf.actor.kind,
+                id: &leaf.actor.id,
+            },
+        );
+        if !expected
+            .chunks
+            .contains(&store.actors, true, actor, index)
+            .map_err(e)?
         {
             return Err("missing from the actor index (actors)".into());
         }
@@ -716,21 +976,56 @@ fn check_resolution(
 }
 
 /// After every entry was checked: the indexes hold nothing the records do not account for.
+/// Posting chunks are counted index by index, and each must decode and lie wholly below the
+/// next chunk of its list (a reader starting inside a chunk relies on it).
 pub(crate) fn verify_totals(store: &Store, expected: &Expected) -> Result<(), VerifyError> {
     if !expected.active {
         return Ok(());
     }
-    for (name, partition, want) in [
-        ("kind index (kinds)", &store.kinds, expected.kinds),
-        ("actor index (actors)", &store.actors, expected.actors),
+    let have = |name: &str, partition: &fjall::PartitionHandle| -> Result<u64, VerifyError> {
+        let mut count = 0u64;
+        let mut last: Option<(Vec<u8>, u64)> = None;
+        for kv in partition.iter() {
+            let (k, v) = kv.map_err(LedgerError::from)?;
+            let chunk = stored_chunk(name, &k, &v)?;
+            let prefix = k.get(..k.len().saturating_sub(8)).unwrap_or_default();
+            if let (Some((p, end)), Some(first)) = (&last, chunk.first()) {
+                if p.as_slice() == prefix && first <= end {
+                    return Err(VerifyError::Storage(format!(
+                        "the {name} has a posting chunk at index {first} that overlaps the one before it"
+                    )));
+                }
+            }
+            if let Some(end) = chunk.last() {
+                last = Some((prefix.to_vec(), *end));
+            }
+            count += chunk.len() as u64;
+        }
+        Ok(count)
+    };
+    let counts = [
+        (
+            "kind index (kinds)",
+            have("kind index (kinds)", &store.kinds)?,
+            expected.kinds,
+        ),
+        (
+            "actor index (actors)",
+            have("actor index (actors)", &store.actors)?,
+            expected.actors,
+        ),
         (
             "decision index (decisions)",
-            &store.decisions,
+            store.decisions.len().map_err(LedgerError::from)? as u64,
             expected.decisions,
         ),
-        ("approval queue (pending)", &store.pending, expected.pending),
-    ] {
-        let have = partition.len().map_err(LedgerError::from)? as u64;
+        (
+            "approval queue (pending)",
+            store.pending.len().map_err(LedgerError::from)? as u64,
+            expected.pending,
+        ),
+    ];
+    for (name, have, want) in counts {
         if have != want {
             return Err(VerifyError::Storage(format!(
                 "the {name} holds {have} entries, the records account for {want}"
@@ -742,11 +1037,21 @@ pub(crate) fn verify_totals(store: &Store, expected: &Expected) -> Result<(), Ve
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing)] // tests index the fixtures they built
+
     use super::*;
 
     use crate::record::{PreparedRecord, RecordInput};
     use crate::LedgerConfig;
+    use proptest::prelude::*;
     use provledger_signer::SigningKey;
+
+    /// Key of the posting chunk of `posting` in `scope` that starts at index `first`.
+    fn posting_key(scope: Scope<'_>, posting: &Posting<'_>, first: u64) -> Vec<u8> {
+        let mut k = posting_prefix(scope, posting);
+        k.extend_from_slice(&first.to_be_bytes());
+        k
+    }
 
     /// A ledger in a temp dir, reopenable with the same key.
     struct Fixture {
@@ -1081,6 +1386,256 @@ mod tests {
         Ok(())
     }
 
+    /// Strictly ascending index lists, with gaps from 1 to far beyond one varint byte.
+    fn ascending() -> impl Strategy<Value = Vec<u64>> {
+        (
+            any::<u64>(),
+            prop::collection::vec(prop_oneof![1u64..4, 1u64..300, 1u64..(1 << 40)], 0..200),
+        )
+            .prop_map(|(start, gaps)| {
+                let mut out = vec![start >> 2];
+                for g in gaps {
+                    match out.last().and_then(|l| l.checked_add(g)) {
+                        Some(next) => out.push(next),
+                        None => break,
+                    }
+                }
+                out
+            })
+    }
+
+    /// A log in posting-chunk form: per batch (a contiguous index range), each record's kind
+    /// in {0, 1, 2}, and whether that batch is stored the layout-1 way (one key per index).
+    fn batches() -> impl Strategy<Value = Vec<(Vec<u8>, bool)>> {
+        prop::collection::vec((prop::collection::vec(0u8..3, 1..40), any::<bool>()), 0..12)
+    }
+
+    proptest! {
+        #[test]
+        fn posting_chunks_round_trip(indexes in ascending()) {
+            let (first, bytes) = encode_chunk(&indexes).ok_or_else(|| TestCaseError::fail("empty"))?;
+            prop_assert_eq!(Some(&first), indexes.first());
+            prop_assert_eq!(decode_chunk(first, &bytes), Ok(indexes.clone()));
+            // Same-kind batches are one byte per record.
+            if indexes.windows(2).all(|w| w[1] - w[0] < 128) {
+                prop_assert_eq!(bytes.len(), indexes.len() - 1);
+            }
+        }
+
+        #[test]
+        fn any_chunk_bytes_decode_or_fail_cleanly(first in any::<u64>(), bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+            if let Ok(got) = decode_chunk(first, &bytes) {
+                prop_assert_eq!(got.first(), Some(&first));
+                prop_assert!(got.windows(2).all(|w| w[0] < w[1]));
+                prop_assert_eq!(encode_chunk(&got).map(|(_, b)| b), Some(bytes));
+            }
+        }
+    }
+
+    proptest! {
+        // Each case opens a keyspace: fewer cases than the pure tests above.
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Paging through packed (and layout-1) chunks with a cursor, from anywhere, gives
+        /// exactly what filtering the plain list gives.
+        #[test]
+        fn cursor_paging_over_chunks_equals_a_plain_reference(
+            log in batches(),
+            from in 0u64..300,
+            span in 0u64..300,
+            page in 1usize..9,
+        ) {
+            let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let store = Store::open(dir.path(), 1 << 20).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let prefix = |k: u8| posting_prefix(Scope(Some("t")), &Posting::Kind(["a", "b", "c"][usize::from(k)]));
+            let mut reference: [Vec<u64>; 3] = Default::default();
+            let mut next = 0u64;
+            for (kinds, layout1) in &log {
+                let mut staged: [Vec<u64>; 3] = Default::default();
+                for k in kinds {
+                    staged[usize::from(*k)].push(next);
+                    reference[usize::from(*k)].push(next);
+                    next += 1;
+                }
+                for (k, indexes) in (0u8..).zip(&staged) {
+                    let singles: Vec<Vec<u64>> = if *layout1 {
+                        indexes.iter().map(|i| vec![*i]).collect()
+                    } else {
+                        vec![indexes.clone()]
+                    };
+                    for chunk in singles {
+                        if let Some((first, bytes)) = encode_chunk(&chunk) {
+                            let key = [prefix(k), first.to_be_bytes().to_vec()].concat();
+                            store.kinds.insert(key, bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        }
+                    }
+                }
+            }
+            let to = from + span;
+            for k in 0u8..3 {
+                let want: Vec<u64> = reference[usize::from(k)].iter().copied().filter(|i| (from..to).contains(i)).collect();
+                let read = |a: u64, n: usize| read_postings(&store.kinds, "kinds", &prefix(k), a, to, n)
+                    .map_err(|e| TestCaseError::fail(e.to_string()));
+                prop_assert_eq!(&read(from, usize::MAX)?, &want);
+                let mut paged = Vec::new();
+                let mut cursor = from;
+                loop {
+                    let got = read(cursor, page)?;
+                    prop_assert!(got.len() <= page);
+                    let Some(last) = got.last().copied() else { break };
+                    paged.extend(got);
+                    cursor = last + 1;
+                }
+                prop_assert_eq!(&paged, &want);
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_decoding_refuses_damage() {
+        assert_eq!(decode_chunk(5, &[]), Ok(vec![5]));
+        assert_eq!(decode_chunk(5, &[1, 0x82, 0x01]), Ok(vec![5, 6, 136]));
+        assert_eq!(decode_chunk(5, &[0]), Err(ChunkError::ZeroGap));
+        assert_eq!(decode_chunk(5, &[0x80]), Err(ChunkError::Truncated));
+        assert_eq!(decode_chunk(5, &[0x81, 0]), Err(ChunkError::Overlong));
+        assert_eq!(decode_chunk(5, &[0xff; 11]), Err(ChunkError::LongVarint));
+        assert_eq!(decode_chunk(u64::MAX - 1, &[2]), Err(ChunkError::Overflow));
+    }
+
+    /// Rewrites the `kinds` and `actors` postings the way layout 1 stored them (one key per
+    /// record and scope, empty value) and marks the directory as layout 1.
+    fn downgrade_to_layout_1(f: &Fixture) -> Result<u64, Box<dyn std::error::Error>> {
+        let store = Store::open(f.dir.path(), 1 << 20)?;
+        let mut keys = 0;
+        for p in [&store.kinds, &store.actors] {
+            let chunks: Vec<_> = p.iter().collect::<Result<_, _>>()?;
+            for (k, v) in chunks {
+                p.remove(k.clone())?;
+                let prefix = k.get(..k.len() - 8).ok_or("short key")?;
+                for i in stored_chunk("test", &k, &v)? {
+                    p.insert([prefix, &i.to_be_bytes()].concat(), b"".to_vec())?;
+                    keys += 1;
+                }
+            }
+        }
+        store.meta.insert(MARKER_KEY, [1u8])?;
+        store.keyspace.persist(fjall::PersistMode::SyncAll)?;
+        Ok(keys)
+    }
+
+    #[test]
+    fn a_layout_1_data_dir_is_upgraded_on_open_and_reads_the_same(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let f = Fixture::new()?;
+        let l = f.open()?;
+        let rec_of = |kind: &str, actor: &str| {
+            rec(serde_json::json!({"kind": kind, "actor": {"type": "agent", "id": actor}}))
+        };
+        for b in 0..3 {
+            let batch = (0..5)
+                .map(|i| rec_of(if (b + i) % 2 == 0 { "input" } else { "output" }, "a1"))
+                .collect::<Result<Vec<_>, _>>()?;
+            l.append_blocking(batch)?;
+        }
+        let inputs = l.postings(None, &Posting::Kind("input"), 0, 99, 99)?;
+        drop(l);
+        // Packed: one chunk per batch, kind and scope (3 × 2 × 2), and per actor (3 × 2).
+        let store = Store::open(f.dir.path(), 1 << 20)?;
+        assert_eq!(store.kinds.len()?, 12);
+        assert_eq!(store.actors.len()?, 6);
+        drop(store);
+        assert_eq!(downgrade_to_layout_1(&f)?, 60);
+        f.verify()?; // layout 1 verifies as it is
+        let f2 = Fixture {
+            registry: prometheus::Registry::new(),
+            ..f
+        };
+        let l = f2.open()?;
+        assert_eq!(l.store().meta.get(MARKER_KEY)?.as_deref(), Some(&[2u8][..]));
+        assert_eq!(
+            l.postings(None, &Posting::Kind("input"), 0, 99, 99)?,
+            inputs
+        );
+        // New batches are packed after the old one-index keys; paging crosses both.
+        l.append_blocking(vec![rec_of("input", "a1")?, rec_of("input", "a1")?])?;
+        let mut want = inputs.clone();
+        want.extend([15, 16]);
+        assert_eq!(l.postings(None, &Posting::Kind("input"), 0, 99, 99)?, want);
+        assert_eq!(
+            l.postings(Some("default"), &Posting::Kind("input"), 13, 99, 2)?,
+            [14, 15]
+        );
+        assert_eq!(
+            l.postings(
+                None,
+                &Posting::Actor {
+                    kind: "agent",
+                    id: "a1"
+                },
+                10,
+                99,
+                99
+            )?,
+            (10..17).collect::<Vec<_>>()
+        );
+        drop(l);
+        f2.verify()?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_index_layout_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let f = Fixture::new()?;
+        drop(f.open()?);
+        {
+            let store = Store::open(f.dir.path(), 1 << 20)?;
+            store.meta.insert(MARKER_KEY, [LAYOUT_VERSION + 1])?;
+            store.keyspace.persist(fjall::PersistMode::SyncAll)?;
+        }
+        let f2 = Fixture {
+            registry: prometheus::Registry::new(),
+            ..f
+        };
+        let err = f2.open().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("index layout is version 3"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn verify_refuses_damaged_or_overlapping_posting_chunks(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        for damage in ["undecodable", "overlap"] {
+            let f = Fixture::new()?;
+            let l = f.open()?;
+            l.append_blocking(vec![named("doc:1", "input")?, named("doc:2", "input")?])?;
+            l.append_blocking(vec![named("doc:3", "input")?])?;
+            drop(l);
+            f.verify()?;
+            {
+                let store = Store::open(f.dir.path(), 1 << 20)?;
+                let key = posting_key(Scope(None), &Posting::Kind("input"), 0);
+                match damage {
+                    // A gap cut short.
+                    "undecodable" => store.kinds.insert(key, [0x81u8])?,
+                    // 0, 1, 2 while the next chunk starts at 2.
+                    _ => store.kinds.insert(key, [1u8, 1])?,
+                }
+                store.keyspace.persist(fjall::PersistMode::SyncAll)?;
+            }
+            let err = f.verify().err().map(|e| e.to_string()).unwrap_or_default();
+            let want = if damage == "overlap" {
+                "overlaps"
+            } else {
+                "does not decode"
+            };
+            assert!(
+                err.contains("(kinds)") && err.contains(want),
+                "{damage}: verify said {err:?}"
+            );
+        }
+        Ok(())
+    }
+
     #[test]
     fn length_prefixes_keep_names_with_any_byte_apart() {
         // With separator bytes, ("a\0b", "c") and ("a", "b\0c") would share a prefix.
@@ -1100,7 +1655,7 @@ mod tests {
         );
         assert!(!one.starts_with(&two) && !two.starts_with(&one));
         assert_eq!(
-            kind_key(Scope(Some("t")), "decision", 7),
+            posting_key(Scope(Some("t")), &Posting::Kind("decision"), 7),
             [
                 &[1u8, 0, 0, 0, 1, b't', 0, 0, 0, 8][..],
                 b"decision",
@@ -1113,7 +1668,7 @@ mod tests {
             [&[0u8][..], &258u64.to_be_bytes()].concat()
         );
         // A tenant named like another's prefix does not see its keys.
-        let ab = kind_key(Scope(Some("ab")), "k", 0);
+        let ab = posting_key(Scope(Some("ab")), &Posting::Kind("k"), 0);
         assert!(!ab.starts_with(&posting_prefix(Scope(Some("a")), &Posting::Kind("k"))));
     }
 

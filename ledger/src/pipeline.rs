@@ -110,7 +110,9 @@ pub(crate) struct Writer {
 /// Index entries created by staged records that are not in the store yet.
 #[derive(Default)]
 struct Overlay {
-    ids: HashMap<Hash, (u64, String)>,
+    /// Keyed by leaf hash: SHA-256 output, which no client can steer into collisions, so the
+    /// fast non-keyed hasher is safe here (names keep the default, keyed one).
+    ids: rustc_hash::FxHashMap<Hash, (u64, String)>,
     latest: HashMap<(String, String), (u64, Hash)>,
     idem: HashMap<(String, String), (u64, [u8; 32])>,
     /// Records erased by erasure records staged in this batch: target → erasure index.
@@ -308,6 +310,7 @@ impl Writer {
         batch_overlay: &Overlay,
     ) -> Result<(Vec<Staged>, Overlay), LedgerError> {
         let mut local = Overlay::default();
+        local.ids.reserve(records.len());
         let mut staged = Vec::with_capacity(records.len());
         let mut next = self.frontier.size();
         for record in records {
@@ -509,7 +512,7 @@ impl Writer {
                     let tiles = &mut self.tiles;
                     self.frontier.push(hash, |h, i, x| tiles.on_node(h, i, x));
                     let key = index.to_be_bytes();
-                    batch.insert(&self.store.entries, key, leaf.clone());
+                    batch.insert(&self.store.entries, key, leaf.as_slice());
                     if let Some(p) = &payload {
                         let mut v = Vec::with_capacity(32 + p.canonical.len());
                         v.extend_from_slice(&p.salt);

@@ -14,15 +14,16 @@
 //! | `checkpoints` | tree size (u64 BE)                 | the signed checkpoint note for that size |
 //! | `subjects` | tenant ‖ 0 ‖ subject ‖ 0 ‖ index (BE) | leaf hash (32)                        |
 //! | `meta`     | `state`                               | MessagePack [`State`]                 |
-//! | `meta`     | `indexes`                             | layout version (u8) of the four indexes below; absent → rebuilt on open |
-//! | `kinds`    | scope ‖ str(kind) ‖ index (u64 BE)    | empty                                 |
-//! | `actors`   | scope ‖ str(actor type) ‖ str(actor id) ‖ index (u64 BE) | empty              |
+//! | `meta`     | `indexes`                             | layout version (u8, now 2) of the four indexes below; absent → rebuilt on open, older → upgraded on open |
+//! | `kinds`    | scope ‖ str(kind) ‖ first index (u64 BE) | posting chunk: LEB128 gaps to the batch's further indexes of that kind |
+//! | `actors`   | scope ‖ str(actor type) ‖ str(actor id) ‖ first index (u64 BE) | posting chunk, as in `kinds` |
 //! | `decisions`| scope ‖ index (u64 BE)                | MessagePack `Decision` (agent, policy version, escalated, resolution) |
 //! | `pending`  | scope ‖ index (u64 BE)                | empty: escalated decisions not yet approved or rejected |
 //!
 //! In the last four, `scope` is `0x00` (all tenants) or `0x01 ‖ str(tenant)`, every record is
 //! written under both, and `str(s)` is `len(s)` (u32 BE) ‖ the bytes of `s`: names may hold any
-//! byte, and the length prefix keeps one name's keys from sharing a prefix with another's. There
+//! byte, and the length prefix keeps one name's keys from sharing a prefix with another's.
+//! `kinds` and `actors` hold one chunk per value, scope and batch, not one key per record. There
 //! is no separate time index: integration time never decreases along the log (each batch takes
 //! `max(now, previous time)`), so a time range is an index range found by binary search
 //! (`Ledger::first_index_at_or_after`). `indexes.rs` owns these layouts.
