@@ -294,64 +294,30 @@ fn read_envelope<R: Read>(reader: R) -> Result<EnvelopeRead, BundleError> {
             "not {{payloadType, payload, signatures}} JSON: {reason}"
         ))
     };
-    let framing = |e: FrameError| match e {
-        FrameError::Io(e) => BundleError::Io(e),
-        FrameError::Syntax { offset, reason } => shape(format!("at byte {offset}: {reason}")),
-    };
-    let mut f = Framer::new(reader);
-    let mut buf = Vec::new();
     let (mut payload_type, mut payload, mut signatures) = (None, None, None);
-    f.expect(b'{', "at the start of the envelope")
-        .map_err(framing)?;
-    if f.peek().map_err(framing)? == Some(b'}') {
-        f.expect(b'}', "").map_err(framing)?;
-    } else {
-        loop {
-            f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
-            let name: String = serde_json::from_slice(&buf)
-                .map_err(|e| shape(format!("a member name is not a string: {e}")))?;
-            f.expect(b':', "after a member name").map_err(framing)?;
-            let repeated = || shape(format!("duplicate field `{name}`"));
-            match name.as_str() {
-                "payloadType" => {
-                    f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
-                    let value: String = serde_json::from_slice(&buf)
-                        .map_err(|e| shape(format!("payloadType: {e}")))?;
-                    if payload_type.replace(value).is_some() {
-                        return Err(repeated());
-                    }
-                }
-                "signatures" => {
-                    f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
-                    let value: Vec<SignatureIn> = serde_json::from_slice(&buf)
-                        .map_err(|e| shape(format!("signatures: {e}")))?;
-                    if signatures.replace(value).is_some() {
-                        return Err(repeated());
-                    }
-                }
-                "payload" => {
-                    let decoded = decode_payload(&mut f)?;
-                    if payload.replace(decoded).is_some() {
-                        return Err(repeated());
-                    }
-                }
+    let mut buf = Vec::new();
+    walk_object(
+        &mut Framer::new(reader),
+        "envelope",
+        &shape,
+        &mut |f, name| {
+            Ok(match name {
+                "payloadType" => payload_type
+                    .replace(small_value::<String, _>(f, &mut buf, name, &shape)?)
+                    .is_none(),
+                "signatures" => signatures
+                    .replace(small_value::<Vec<SignatureIn>, _>(
+                        f, &mut buf, name, &shape,
+                    )?)
+                    .is_none(),
+                "payload" => payload.replace(decode_payload(f)?).is_none(),
                 _ => {
-                    f.skip_value().map_err(framing)?;
+                    f.skip_value().map_err(|e| framing(e, &shape))?;
+                    true
                 }
-            }
-            if f.one_of(b",}", "after an envelope member")
-                .map_err(framing)?
-                == b'}'
-            {
-                break;
-            }
-        }
-    }
-    if let Some(b) = f.peek().map_err(framing)? {
-        return Err(shape(format!(
-            "unexpected data after the envelope, starting with byte {b:#04x}"
-        )));
-    }
+            })
+        },
+    )?;
     let missing = |field: &str| shape(format!("missing field `{field}`"));
     let (statement, statement_len) = payload.ok_or_else(|| missing("payload"))?;
     Ok(EnvelopeRead {
@@ -360,6 +326,70 @@ fn read_envelope<R: Read>(reader: R) -> Result<EnvelopeRead, BundleError> {
         statement_len,
         signatures: signatures.ok_or_else(|| missing("signatures"))?,
     })
+}
+
+/// A framing error as an envelope error worded by `shape` (an I/O error stays one).
+fn framing(e: FrameError, shape: &dyn Fn(String) -> BundleError) -> BundleError {
+    match e {
+        FrameError::Io(e) => BundleError::Io(e),
+        FrameError::Syntax { offset, reason } => shape(format!("at byte {offset}: {reason}")),
+    }
+}
+
+/// Consumes one member's value, given its name; false when the name was seen before.
+type MemberReader<'a, R> = dyn FnMut(&mut Framer<R>, &str) -> Result<bool, BundleError> + 'a;
+
+/// Reads one JSON object member by member, in any order, and then checks that nothing follows
+/// it: `each` gets each member's name and must consume its value, answering false when the name
+/// was already seen (refused as a duplicate). Errors are worded by `shape`.
+fn walk_object<R: Read>(
+    f: &mut Framer<R>,
+    what: &str,
+    shape: &dyn Fn(String) -> BundleError,
+    each: &mut MemberReader<'_, R>,
+) -> Result<(), BundleError> {
+    let mut buf = Vec::new();
+    f.expect(b'{', &format!("at the start of the {what}"))
+        .map_err(|e| framing(e, shape))?;
+    if f.peek().map_err(|e| framing(e, shape))? == Some(b'}') {
+        f.expect(b'}', "").map_err(|e| framing(e, shape))?;
+    } else {
+        loop {
+            f.value(&mut buf, MAX_SMALL_VALUE)
+                .map_err(|e| framing(e, shape))?;
+            let name: String = serde_json::from_slice(&buf)
+                .map_err(|e| shape(format!("a member name is not a string: {e}")))?;
+            f.expect(b':', "after a member name")
+                .map_err(|e| framing(e, shape))?;
+            if !each(f, &name)? {
+                return Err(shape(format!("duplicate field `{name}`")));
+            }
+            let next = f
+                .one_of(b",}", &format!("after a member of the {what}"))
+                .map_err(|e| framing(e, shape))?;
+            if next == b'}' {
+                break;
+            }
+        }
+    }
+    if let Some(b) = f.peek().map_err(|e| framing(e, shape))? {
+        return Err(shape(format!(
+            "unexpected data after the {what}, starting with byte {b:#04x}"
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a member's value of at most [`MAX_SMALL_VALUE`] bytes as a `T`.
+fn small_value<T: serde::de::DeserializeOwned, R: Read>(
+    f: &mut Framer<R>,
+    buf: &mut Vec<u8>,
+    name: &str,
+    shape: &dyn Fn(String) -> BundleError,
+) -> Result<T, BundleError> {
+    f.value(buf, MAX_SMALL_VALUE)
+        .map_err(|e| framing(e, shape))?;
+    serde_json::from_slice(buf).map_err(|e| shape(format!("{name}: {e}")))
 }
 
 /// Base64 characters decoded at a time: a multiple of 4, so blocks join without padding.
@@ -441,56 +471,27 @@ impl StatementLayout {
     fn scan(file: &File, len: u64) -> Result<StatementLayout, BundleError> {
         let shape =
             |reason: String| envelope(format!("payload is not an in-toto statement: {reason}"));
-        let framing = |e: FrameError| match e {
-            FrameError::Io(e) => BundleError::Io(e),
-            FrameError::Syntax { offset, reason } => shape(format!("at byte {offset}: {reason}")),
-        };
-        let mut f = Framer::new(FileRange::new(file, (0, len)));
-        let mut buf = Vec::new();
         let (mut kind, mut predicate_type, mut predicate, mut subject) = (None, None, None, None);
-        f.expect(b'{', "at the start of the statement")
-            .map_err(framing)?;
-        if f.peek().map_err(framing)? == Some(b'}') {
-            f.expect(b'}', "").map_err(framing)?;
-        } else {
-            loop {
-                f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
-                let name: String = serde_json::from_slice(&buf)
-                    .map_err(|e| shape(format!("a member name is not a string: {e}")))?;
-                f.expect(b':', "after a member name").map_err(framing)?;
-                let repeated = || shape(format!("duplicate field `{name}`"));
-                let mut text = |f: &mut Framer<FileRange<'_>>| -> Result<String, BundleError> {
-                    f.value(&mut buf, MAX_SMALL_VALUE).map_err(framing)?;
-                    serde_json::from_slice(&buf).map_err(|e| shape(format!("{name}: {e}")))
-                };
-                let fresh = match name.as_str() {
-                    "_type" => kind.replace(text(&mut f)?).is_none(),
-                    "predicateType" => predicate_type.replace(text(&mut f)?).is_none(),
-                    "predicate" => predicate
-                        .replace(f.skip_value().map_err(framing)?)
-                        .is_none(),
-                    "subject" => subject.replace(f.skip_value().map_err(framing)?).is_none(),
-                    _ => {
-                        f.skip_value().map_err(framing)?;
-                        true
-                    }
-                };
-                if !fresh {
-                    return Err(repeated());
+        let mut buf = Vec::new();
+        let mut f = Framer::new(FileRange::new(file, (0, len)));
+        walk_object(&mut f, "statement", &shape, &mut |f, name| {
+            let skip =
+                |f: &mut Framer<FileRange<'_>>| f.skip_value().map_err(|e| framing(e, &shape));
+            Ok(match name {
+                "_type" => kind
+                    .replace(small_value::<String, _>(f, &mut buf, name, &shape)?)
+                    .is_none(),
+                "predicateType" => predicate_type
+                    .replace(small_value::<String, _>(f, &mut buf, name, &shape)?)
+                    .is_none(),
+                "predicate" => predicate.replace(skip(f)?).is_none(),
+                "subject" => subject.replace(skip(f)?).is_none(),
+                _ => {
+                    skip(f)?;
+                    true
                 }
-                if f.one_of(b",}", "after a statement member")
-                    .map_err(framing)?
-                    == b'}'
-                {
-                    break;
-                }
-            }
-        }
-        if let Some(b) = f.peek().map_err(framing)? {
-            return Err(shape(format!(
-                "unexpected data after the statement, starting with byte {b:#04x}"
-            )));
-        }
+            })
+        })?;
         let missing = |field: &str| shape(format!("missing field `{field}`"));
         Ok(StatementLayout {
             kind: kind.ok_or_else(|| missing("_type"))?,

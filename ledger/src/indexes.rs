@@ -709,13 +709,7 @@ pub(crate) fn backfill(store: &Store, size: u64) -> Result<(), LedgerError> {
                 to = LAYOUT_VERSION,
                 "upgrading the index layout"
             );
-            let mut batch = store
-                .keyspace
-                .batch()
-                .durability(Some(fjall::PersistMode::SyncAll));
-            batch.insert(&store.meta, MARKER_KEY, vec![LAYOUT_VERSION]);
-            batch.commit()?;
-            return Ok(());
+            return write_marker(store);
         }
         None => {}
     }
@@ -743,6 +737,11 @@ pub(crate) fn backfill(store: &Store, size: u64) -> Result<(), LedgerError> {
         batch.commit()?;
         start = end;
     }
+    write_marker(store)
+}
+
+/// Records, durably, that the indexes cover every record in the current layout.
+fn write_marker(store: &Store) -> Result<(), LedgerError> {
     let mut batch = store
         .keyspace
         .batch()
