@@ -59,12 +59,19 @@ impl World {
 }
 
 fn make_token(admin: &Client, role: Role, tenant: &str) -> String {
+    make_limited_token(admin, role, tenant, &[])
+}
+
+/// A token made by `admin` over HTTP, limited to `kinds` when some are given.
+fn make_limited_token(admin: &Client, role: Role, tenant: &str, kinds: &[&str]) -> String {
+    let mut body = json!({"role": role.as_str(), "tenant": tenant});
+    if !kinds.is_empty() {
+        body["kinds"] = json!(kinds);
+    }
     let resp = admin.post(
         "/v1/tokens",
         "application/json",
-        json!({"role": role.as_str(), "tenant": tenant})
-            .to_string()
-            .as_bytes(),
+        body.to_string().as_bytes(),
     );
     assert_eq!(resp.status, 201, "POST /v1/tokens: {}", resp.text());
     resp.json()["token"].as_str().expect("token").to_owned()
@@ -672,14 +679,12 @@ fn bad_missing_revoked_and_expired_tokens_get_401() {
 #[test]
 fn kind_limits_and_tenant_claims_bind_writers() {
     let w = World::new();
-    let resp = w.admin.post(
-        "/v1/tokens",
-        "application/json",
-        br#"{"role": "writer", "tenant": "acme", "kinds": ["decision"]}"#,
-    );
-    let writer = w
-        .admin
-        .with_token(resp.json()["token"].as_str().expect("token"));
+    let writer = w.admin.with_token(&make_limited_token(
+        &w.admin,
+        Role::Writer,
+        OWN,
+        &["decision"],
+    ));
     let size = w.admin.tree_size();
     let denied = writer.post_records(&common::record("input", "doc:x", 1));
     assert_eq!(denied.status, 403, "{}", denied.text());
@@ -710,14 +715,12 @@ fn kind_limits_and_tenant_claims_bind_writers() {
     assert_eq!(seen.body, missing.body, "no existence leak");
 
     // An auditor limited to inputs reads no decision figures and no listing of other kinds.
-    let resp = w.admin.post(
-        "/v1/tokens",
-        "application/json",
-        br#"{"role": "auditor", "tenant": "acme", "kinds": ["input"]}"#,
-    );
-    let narrow = w
-        .admin
-        .with_token(resp.json()["token"].as_str().expect("token"));
+    let narrow = w.admin.with_token(&make_limited_token(
+        &w.admin,
+        Role::Auditor,
+        OWN,
+        &["input"],
+    ));
     for query in [
         "{ pendingApprovals { edges { node { id } } } }",
         "{ stats { __typename } }",
