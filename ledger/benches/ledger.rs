@@ -60,6 +60,38 @@ fn append(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // Group commit with several callers: what a server's workers do. Each caller appends its
+    // own batches of 1,000; one iteration is one batch from each of the four.
+    let ledger = std::sync::Arc::new(ledger);
+    let mut seed = 1u64 << 40;
+    g.throughput(Throughput::Elements(4000));
+    g.bench_function("4_callers_batches_of_1000_fsynced_with_receipts", |b| {
+        b.iter_custom(|iters| {
+            let batches: Vec<Vec<Vec<PreparedRecord>>> = (0..4)
+                .map(|_| {
+                    (0..iters)
+                        .map(|_| {
+                            let batch = (seed..seed + 1000).map(record).collect();
+                            seed += 1000;
+                            batch
+                        })
+                        .collect()
+                })
+                .collect();
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for mine in batches {
+                    let ledger = std::sync::Arc::clone(&ledger);
+                    s.spawn(move || {
+                        for batch in mine {
+                            ledger.append_blocking(batch).unwrap();
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
     g.finish();
 }
 

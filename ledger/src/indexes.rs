@@ -244,13 +244,16 @@ impl Staging {
 }
 
 /// Stages the index entries of one sequenced leaf (its index, time and resolved refs set).
+/// `earlier` holds the stagings of records not in the store yet, newest first: the batch
+/// being built, then the batches being committed.
 pub(crate) fn stage(
     store: &Store,
     leaf: &Leaf,
     hash: Hash,
     local: &mut Staging,
-    batch: &Staging,
+    earlier: &[&Staging],
 ) -> Result<(), LedgerError> {
+    let staged = |h: &Hash| earlier.iter().find_map(|s| s.staged.get(h));
     let index = leaf.index;
     let actor = Posting::Actor {
         kind: &leaf.actor.kind,
@@ -273,7 +276,7 @@ pub(crate) fn stage(
     }
     local.staged.insert(hash, (index, leaf.entity.clone()));
     if let Some(decision) = derive_decision(leaf, |h| {
-        Ok(match local.staged.get(h).or_else(|| batch.staged.get(h)) {
+        Ok(match local.staged.get(h).or_else(|| staged(h)) {
             Some(hit) => Some(hit.clone()),
             None => stored_record(store, h)?,
         })
@@ -290,18 +293,24 @@ pub(crate) fn stage(
     };
     for r in &leaf.refs {
         let h = Hash(r.hash);
-        let cited = match local.staged.get(&h).or_else(|| batch.staged.get(&h)) {
+        let cited = match local.staged.get(&h).or_else(|| staged(&h)) {
             Some((i, _)) => Some(*i),
             None => store.lookup_id(&h)?.map(|(i, _)| i),
         };
         let Some(cited) = cited else { continue };
-        let current = match local
-            .decisions
-            .get(&cited)
-            .or_else(|| batch.decisions.get(&cited))
-        {
+        // A decision staged by a batch that is being committed is written by then: only one
+        // staged in this batch is still `staged` (its pending key never written).
+        let in_batch = local.decisions.get(&cited).or_else(|| {
+            earlier
+                .first()
+                .and_then(|batch| batch.decisions.get(&cited))
+        });
+        let current = match in_batch {
             Some(hit) => Some(hit.clone()),
-            None => stored_decision(store, Some(&leaf.tenant), cited)?.map(|d| (d, false)),
+            None => match earlier.iter().skip(1).find_map(|s| s.decisions.get(&cited)) {
+                Some((d, _)) => Some((d.clone(), false)),
+                None => stored_decision(store, Some(&leaf.tenant), cited)?.map(|d| (d, false)),
+            },
         };
         let Some((mut decision, staged)) = current else {
             continue;
@@ -723,11 +732,10 @@ pub(crate) fn backfill(store: &Store, size: u64) -> Result<(), LedgerError> {
     while start < size {
         let end = size.min(start + BACKFILL_CHUNK);
         let mut staging = Staging::default();
-        let empty = Staging::default();
         for kv in store.entries.range(start.to_be_bytes()..end.to_be_bytes()) {
             let (_, v) = kv?;
             let leaf = Leaf::decode(&v)?;
-            stage(store, &leaf, leaf_hash(&v), &mut staging, &empty)?;
+            stage(store, &leaf, leaf_hash(&v), &mut staging, &[])?;
         }
         let mut batch = store
             .keyspace

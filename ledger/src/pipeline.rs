@@ -3,12 +3,20 @@
 //!
 //! sequence → resolve → encode → integrate → sign → commit (write + fsync) → answer.
 //!
+//! The last two stages run on a second thread, the committer, so that the writer sequences
+//! and signs batch N+1 while batch N is written and fsynced. Batches reach the committer in
+//! order over a channel of one, are committed in that order, and a batch is answered only
+//! after it and every batch before it is durable and published. Until the committer reports a
+//! batch committed, the writer keeps that batch's index entries (its [`Overlay`]) and looks
+//! there before the store, so the next batch resolves references to it.
+//!
 //! Requests arrive over a bounded channel; when it is full the caller gets
-//! [`LedgerError::Pushback`] instead of an unbounded queue. A failed commit poisons the ledger.
+//! [`LedgerError::Pushback`] instead of an unbounded queue. A failed commit poisons the ledger:
+//! the batches behind it are refused, not committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -94,7 +102,8 @@ pub(crate) struct Committed {
 
 pub(crate) struct Writer {
     store: Store,
-    watermark: Watermark,
+    /// Until [`Writer::run`] starts the committer thread, which takes it.
+    watermark: Option<Watermark>,
     /// The current signing key, shared with [`crate::Ledger`] so a rotation takes effect at
     /// the next batch.
     key: Arc<std::sync::RwLock<SigningKey>>,
@@ -105,6 +114,34 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     metrics: Metrics,
     max_batch_records: usize,
+    /// Batches handed to the committer and not yet reported committed: the tree size each
+    /// ends at and the index entries it created, newest last.
+    inflight: VecDeque<(u64, Overlay)>,
+}
+
+/// A signed batch on its way from the writer to the committer.
+struct Sealed {
+    /// The writes, or `None` when the batch appended nothing (idempotent retries and refused
+    /// jobs only): it still goes through the committer so that it is answered after the
+    /// batches before it, which may hold the records its retries point at.
+    commit: Option<(fjall::Batch, Head)>,
+    first_index: u64,
+    outcomes: Vec<Outcome>,
+    erased_payloads: u64,
+    events: Vec<crate::indexes::Event>,
+}
+
+type Outcome = (
+    oneshot::Sender<Result<Committed, LedgerError>>,
+    Result<Vec<(u64, Option<Vec<u8>>)>, LedgerError>,
+);
+
+/// The second stage: writes sealed batches to the store in order, with fsync.
+struct Committer {
+    store: Store,
+    watermark: Watermark,
+    shared: Arc<Shared>,
+    metrics: Metrics,
 }
 
 /// Index entries created by staged records that are not in the store yet.
@@ -119,6 +156,35 @@ struct Overlay {
     erased: HashMap<Hash, u64>,
     /// Kind, actor and decision index writes of the staged records (`crate::indexes`).
     indexes: crate::indexes::Staging,
+}
+
+/// Where staging looks for records that are not in the store yet: the batch being built, then
+/// the batches with the committer, newest first.
+struct Prior<'a> {
+    batch: &'a Overlay,
+    inflight: &'a VecDeque<(u64, Overlay)>,
+}
+
+impl Prior<'_> {
+    fn overlays(&self) -> impl Iterator<Item = &Overlay> {
+        std::iter::once(self.batch).chain(self.inflight.iter().rev().map(|(_, o)| o))
+    }
+
+    fn idem(&self, k: &(String, String)) -> Option<(u64, [u8; 32])> {
+        self.overlays().find_map(|o| o.idem.get(k).copied())
+    }
+
+    fn id(&self, h: &Hash) -> Option<&(u64, String)> {
+        self.overlays().find_map(|o| o.ids.get(h))
+    }
+
+    fn latest(&self, k: &(String, String)) -> Option<&(u64, Hash)> {
+        self.overlays().find_map(|o| o.latest.get(k))
+    }
+
+    fn indexes(&self) -> Vec<&crate::indexes::Staging> {
+        self.overlays().map(|o| &o.indexes).collect()
+    }
 }
 
 impl Overlay {
@@ -175,7 +241,7 @@ impl Writer {
                 |k| k.name().to_owned(),
             ),
             store,
-            watermark,
+            watermark: Some(watermark),
             key,
             frontier,
             tiles,
@@ -183,11 +249,38 @@ impl Writer {
             shared,
             metrics,
             max_batch_records,
+            inflight: VecDeque::new(),
         })
     }
 
-    /// Runs until every sender is dropped.
+    /// Runs until every sender is dropped, then waits for the committer to finish.
     pub(crate) fn run(mut self, rx: Receiver<Job>) {
+        let Some(watermark) = self.watermark.take() else {
+            return;
+        };
+        let committer = Committer {
+            store: self.store.clone(),
+            watermark,
+            shared: Arc::clone(&self.shared),
+            metrics: self.metrics.clone(),
+        };
+        let (to_commit, sealed) = std::sync::mpsc::sync_channel::<Sealed>(1);
+        let (done_tx, done) = std::sync::mpsc::channel::<u64>();
+        let handle = match std::thread::Builder::new()
+            .name("provledger-committer".into())
+            .spawn(move || committer.run(sealed, done_tx))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                error!(error = %e, "cannot start the committer thread; the ledger is poisoned");
+                self.shared.poisoned.store(true, Ordering::Release);
+                self.metrics.poisoned.set(1);
+                while let Ok(job) = rx.recv() {
+                    let _ = job.reply.send(Err(LedgerError::Poisoned));
+                }
+                return;
+            }
+        };
         while let Ok(first) = rx.recv() {
             let mut count = first.records.len();
             let mut jobs = vec![first];
@@ -200,14 +293,47 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.process(jobs);
+            self.process(jobs, &to_commit, &done);
         }
+        drop(to_commit);
+        let _ = handle.join();
         debug!("append pipeline stopped");
     }
 
-    fn process(&mut self, jobs: Vec<Job>) {
+    /// Forgets the overlays of batches the committer has finished with; with `all`, first
+    /// waits until it has finished with every batch handed to it.
+    fn reap(&mut self, done: &Receiver<u64>, all: bool) {
+        loop {
+            while let Ok(size) = done.try_recv() {
+                while self.inflight.front().is_some_and(|(end, _)| *end <= size) {
+                    self.inflight.pop_front();
+                }
+            }
+            if !all || self.inflight.is_empty() {
+                return;
+            }
+            match done.recv() {
+                Ok(size) => {
+                    while self.inflight.front().is_some_and(|(end, _)| *end <= size) {
+                        self.inflight.pop_front();
+                    }
+                }
+                // The committer is gone (only after a panic): nothing will be committed.
+                Err(_) => {
+                    self.shared.poisoned.store(true, Ordering::Release);
+                    self.inflight.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, jobs: Vec<Job>, to_commit: &SyncSender<Sealed>, done: &Receiver<u64>) {
         let bytes: usize = jobs.iter().map(|j| j.bytes).sum();
         self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        // An erasure is planned against the store itself: let every earlier batch land first.
+        let erasure = jobs.iter().any(|j| j.erasure.is_some());
+        self.reap(done, erasure);
         if self.shared.poisoned.load(Ordering::Acquire) {
             for job in jobs {
                 let _ = job.reply.send(Err(LedgerError::Poisoned));
@@ -231,13 +357,18 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(jobs.len());
         let mut erased_payloads = 0u64;
         for job in jobs {
-            let result =
-                debug_span!("stage", records = job.records.len()).in_scope(|| match job.erasure {
-                    Some(req) => self.stage_erasure(&req, &overlay),
+            let result = debug_span!("stage", records = job.records.len()).in_scope(|| {
+                let prior = Prior {
+                    batch: &overlay,
+                    inflight: &self.inflight,
+                };
+                match job.erasure {
+                    Some(req) => self.stage_erasure(&req, &prior),
                     None => self
-                        .stage(job.records, &overlay)
+                        .stage(job.records, &prior)
                         .map(|(staged, local)| (staged, local, Vec::new())),
-                });
+                }
+            });
             match result {
                 Ok((staged, local, erased)) => {
                     overlay.absorb(local);
@@ -257,34 +388,17 @@ impl Writer {
             }
         }
         let appended = self.frontier.size() - start_size;
-        let head = if appended == 0 {
-            self.shared.head()
+        let commit = if appended == 0 {
+            None
         } else {
-            let indexed = overlay.indexes.write(&self.store, &mut batch);
-            match indexed.and_then(|()| self.sign_and_commit(batch)) {
-                Ok(head) => {
-                    if erased_payloads > 0 {
-                        // Before any compaction sees the tombstones (see `compact.rs`).
-                        crate::compact::advance_gc_watermark(&self.store);
-                        self.shared
-                            .erased_payloads
-                            .fetch_add(erased_payloads, Ordering::AcqRel);
-                    }
-                    // Durable and published: tell subscribers (none listening is fine).
-                    let _ = self.shared.appended.send(Appended {
-                        first_index: start_size,
-                        head: Arc::clone(&head),
-                    });
-                    self.metrics.records_appended.inc_by(appended);
-                    self.metrics.hitl.observe(&overlay.indexes.events);
-                    self.metrics.batch_records.observe(appended as f64);
-                    self.metrics
-                        .tree_size
-                        .set(i64::try_from(head.size).unwrap_or(i64::MAX));
-                    head
-                }
+            let sealed = overlay
+                .indexes
+                .write(&self.store, &mut batch)
+                .and_then(|()| self.seal(batch));
+            match sealed {
+                Ok(sealed) => Some(sealed),
                 Err(e) => {
-                    error!(error = %e, "batch commit failed; the ledger is poisoned until restart");
+                    error!(error = %e, "batch could not be sealed; the ledger is poisoned until restart");
                     self.shared.poisoned.store(true, Ordering::Release);
                     self.metrics.poisoned.set(1);
                     for (reply, _) in outcomes {
@@ -294,11 +408,21 @@ impl Writer {
                 }
             }
         };
-        for (reply, outcome) in outcomes {
-            let _ = reply.send(outcome.map(|entries| Committed {
-                entries,
-                head: Arc::clone(&head),
-            }));
+        let events = std::mem::take(&mut overlay.indexes.events);
+        self.inflight.push_back((self.frontier.size(), overlay));
+        let sealed = Sealed {
+            commit,
+            first_index: start_size,
+            outcomes,
+            erased_payloads,
+            events,
+        };
+        if let Err(std::sync::mpsc::SendError(sealed)) = to_commit.send(sealed) {
+            // The committer is gone (only after a panic): nothing more will be committed.
+            self.shared.poisoned.store(true, Ordering::Release);
+            for (reply, _) in sealed.outcomes {
+                let _ = reply.send(Err(LedgerError::Poisoned));
+            }
         }
     }
 
@@ -307,7 +431,7 @@ impl Writer {
     fn stage(
         &self,
         records: Vec<PreparedRecord>,
-        batch_overlay: &Overlay,
+        prior: &Prior<'_>,
     ) -> Result<(Vec<Staged>, Overlay), LedgerError> {
         let mut local = Overlay::default();
         local.ids.reserve(records.len());
@@ -326,8 +450,8 @@ impl Writer {
                         format!("{key:?} is used by two different records in this request"),
                     ));
                 }
-                let seen = match local.idem.get(&k).or_else(|| batch_overlay.idem.get(&k)) {
-                    Some(hit) => Some(*hit),
+                let seen = match local.idem.get(&k).copied().or_else(|| prior.idem(&k)) {
+                    Some(hit) => Some(hit),
                     None => self.store.idempotent(&record.tenant, key)?,
                 };
                 if let Some((index, fingerprint)) = seen {
@@ -345,7 +469,7 @@ impl Writer {
             let mut refs = Vec::with_capacity(record.refs.len());
             for (j, (role, target)) in record.refs.iter().enumerate() {
                 let hash = self
-                    .resolve(&record.tenant, target, &local, batch_overlay)?
+                    .resolve(&record.tenant, target, &local, prior)?
                     .ok_or_else(|| LedgerError::UnknownRef {
                         field: format!("{}.refs[{j}].ref", record.field),
                         reference: match target {
@@ -392,7 +516,7 @@ impl Writer {
                 &leaf,
                 hash,
                 &mut local.indexes,
-                &batch_overlay.indexes,
+                &prior.indexes(),
             )?;
             let subject = crate::erase::subject_of(&leaf.attributes);
             let Leaf {
@@ -434,17 +558,18 @@ impl Writer {
     fn stage_erasure(
         &self,
         req: &crate::erase::ErasureRequest,
-        batch_overlay: &Overlay,
+        prior: &Prior<'_>,
     ) -> Result<(Vec<Staged>, Overlay, Vec<u64>), LedgerError> {
         use crate::erase::Step;
-        let plan = crate::erase::plan(&self.store, req, &batch_overlay.erased)?;
+        // Planned against the store: `process` lets every earlier batch commit first.
+        let plan = crate::erase::plan(&self.store, req, &prior.batch.erased)?;
         let mut records = Vec::new();
         for step in &plan.steps {
             if let Step::New(record, _) = step {
                 records.push((**record).clone());
             }
         }
-        let (new, mut local) = self.stage(records, batch_overlay)?;
+        let (new, mut local) = self.stage(records, prior)?;
         let mut new = new.into_iter();
         let mut staged = Vec::with_capacity(plan.steps.len());
         for step in plan.steps {
@@ -467,11 +592,11 @@ impl Writer {
         tenant: &str,
         target: &RefTarget,
         local: &Overlay,
-        batch: &Overlay,
+        prior: &Prior<'_>,
     ) -> Result<Option<Hash>, LedgerError> {
         match target {
             RefTarget::Id(id) => {
-                let found = match local.ids.get(id).or_else(|| batch.ids.get(id)) {
+                let found = match local.ids.get(id).or_else(|| prior.id(id)) {
                     Some((_, t)) => Some(t.clone()),
                     None => self.store.lookup_id(id)?.map(|(_, t)| t),
                 };
@@ -479,7 +604,7 @@ impl Writer {
             }
             RefTarget::Entity(entity) => {
                 let k = (tenant.to_owned(), entity.clone());
-                if let Some((_, h)) = local.latest.get(&k).or_else(|| batch.latest.get(&k)) {
+                if let Some((_, h)) = local.latest.get(&k).or_else(|| prior.latest(&k)) {
                     return Ok(Some(*h));
                 }
                 Ok(self.store.latest_version(tenant, entity)?.map(|(_, h)| h))
@@ -559,8 +684,8 @@ impl Writer {
         entries
     }
 
-    /// Signs the new checkpoint, writes tiles and state, and commits the batch with fsync.
-    fn sign_and_commit(&mut self, mut batch: fjall::Batch) -> Result<Arc<Head>, LedgerError> {
+    /// Signs the new checkpoint and adds tiles, state and checkpoint to the batch.
+    fn seal(&mut self, mut batch: fjall::Batch) -> Result<(fjall::Batch, Head), LedgerError> {
         let size = self.frontier.size();
         let root = self.frontier.root();
         let checkpoint = Checkpoint {
@@ -595,21 +720,172 @@ impl Writer {
         };
         self.store.put_state(&mut batch, &state)?;
         batch.insert(&self.store.checkpoints, size.to_be_bytes(), note.clone());
-        let started = Instant::now();
-        debug_span!("commit", size).in_scope(|| -> Result<(), LedgerError> {
-            batch.commit()?;
-            self.watermark.record(&note)?;
-            Ok(())
-        })?;
-        self.metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        self.shared.set_head(Head {
-            size,
-            root,
-            checkpoint: note,
-        });
-        Ok(self.shared.head())
+        Ok((
+            batch,
+            Head {
+                size,
+                root,
+                checkpoint: note,
+            },
+        ))
+    }
+}
+
+impl Committer {
+    /// Commits what the writer sends, in order, until it hangs up, and hands each batch to
+    /// the publisher. Reports each batch's end (the tree size after it) on `done` once its
+    /// writes are in the store (or it was refused): the writer may then look there for them.
+    fn run(self, sealed: Receiver<Sealed>, done: std::sync::mpsc::Sender<u64>) {
+        let Committer {
+            store,
+            watermark,
+            shared,
+            metrics,
+        } = self;
+        let poison = |e: &LedgerError| {
+            error!(error = %e, "batch commit failed; the ledger is poisoned until restart");
+            shared.poisoned.store(true, Ordering::Release);
+            metrics.poisoned.set(1);
+        };
+        let (to_publish, committed) = std::sync::mpsc::sync_channel::<Sealed>(1);
+        let publisher = Publisher {
+            watermark,
+            shared: Arc::clone(&shared),
+            metrics: metrics.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("provledger-publisher".into())
+            .spawn(move || publisher.run(committed));
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                poison(&e.into());
+                while let Ok(s) = sealed.recv() {
+                    let end = s.end();
+                    refuse(s.outcomes);
+                    let _ = done.send(end);
+                }
+                return;
+            }
+        };
+        while let Ok(mut s) = sealed.recv() {
+            let end = s.end();
+            if shared.poisoned.load(Ordering::Acquire) {
+                refuse(std::mem::take(&mut s.outcomes));
+            } else if let Some((batch, _)) = s.commit.as_mut() {
+                let batch = std::mem::replace(batch, store.keyspace.batch());
+                let started = Instant::now();
+                let written = debug_span!("commit", size = end).in_scope(|| batch.commit());
+                metrics
+                    .commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                match written {
+                    Ok(()) => {
+                        if s.erased_payloads > 0 {
+                            // Before any compaction sees the tombstones (see `compact.rs`).
+                            crate::compact::advance_gc_watermark(&store);
+                        }
+                    }
+                    Err(e) => {
+                        poison(&e.into());
+                        refuse(std::mem::take(&mut s.outcomes));
+                    }
+                }
+            }
+            let _ = done.send(end);
+            if let Err(std::sync::mpsc::SendError(s)) = to_publish.send(s) {
+                poison(&LedgerError::Poisoned);
+                refuse(s.outcomes);
+            }
+        }
+        drop(to_publish);
+        let _ = handle.join();
+    }
+}
+
+impl Sealed {
+    /// The tree size after this batch.
+    fn end(&self) -> u64 {
+        self.commit
+            .as_ref()
+            .map_or(self.first_index, |(_, h)| h.size)
+    }
+}
+
+/// Answers every job of a batch that will not be committed.
+fn refuse(outcomes: Vec<Outcome>) {
+    for (reply, _) in outcomes {
+        let _ = reply.send(Err(LedgerError::Poisoned));
+    }
+}
+
+/// The third stage: records each committed batch's checkpoint as handed out (the high-water
+/// mark), publishes it, and answers the batch, while the committer writes the next one.
+struct Publisher {
+    watermark: Watermark,
+    shared: Arc<Shared>,
+    metrics: Metrics,
+}
+
+impl Publisher {
+    fn run(mut self, committed: Receiver<Sealed>) {
+        while let Ok(s) = committed.recv() {
+            self.publish(s);
+        }
+    }
+
+    fn publish(&mut self, s: Sealed) {
+        let Sealed {
+            commit,
+            first_index,
+            outcomes,
+            erased_payloads,
+            events,
+        } = s;
+        // A refused batch has no outcomes left. A batch committed before a later one poisoned
+        // the ledger is durable: it is still published and answered.
+        if outcomes.is_empty() {
+            return;
+        }
+        let head = match commit {
+            None => self.shared.head(),
+            Some((_, head)) => {
+                let recorded = debug_span!("high-water mark", size = head.size)
+                    .in_scope(|| self.watermark.record(&head.checkpoint));
+                if let Err(e) = recorded {
+                    error!(error = %e, "recording the high-water mark failed; the ledger is poisoned until restart");
+                    self.shared.poisoned.store(true, Ordering::Release);
+                    self.metrics.poisoned.set(1);
+                    return refuse(outcomes);
+                }
+                self.shared.set_head(head);
+                let head = self.shared.head();
+                let appended = head.size - first_index;
+                if erased_payloads > 0 {
+                    self.shared
+                        .erased_payloads
+                        .fetch_add(erased_payloads, Ordering::AcqRel);
+                }
+                // Durable and published: tell subscribers (none listening is fine).
+                let _ = self.shared.appended.send(Appended {
+                    first_index,
+                    head: Arc::clone(&head),
+                });
+                self.metrics.records_appended.inc_by(appended);
+                self.metrics.hitl.observe(&events);
+                self.metrics.batch_records.observe(appended as f64);
+                self.metrics
+                    .tree_size
+                    .set(i64::try_from(head.size).unwrap_or(i64::MAX));
+                head
+            }
+        };
+        for (reply, outcome) in outcomes {
+            let _ = reply.send(outcome.map(|entries| Committed {
+                entries,
+                head: Arc::clone(&head),
+            }));
+        }
     }
 }
 

@@ -760,3 +760,98 @@ fn pii_in_leaf_fields_is_refused_with_the_field_named() {
         .unwrap();
     assert_eq!(ledger.head().size, before + 1);
 }
+
+/// The writer sequences a batch while the batches before it are still being committed: refs by
+/// entity name, idempotent retries and approvals must see those batches, not the store alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_see_the_batches_still_being_committed() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let link = |t: usize, i: usize| {
+        rec(json!({
+            "kind": "output",
+            "entity": "chain",
+            "actor": {"type": "agent", "id": format!("a{t}")},
+            "refs": [{"role": "prev", "ref": "chain"}],
+            "attributes": {"t": t, "i": i},
+        }))
+    };
+    ledger
+        .append(vec![rec(json!({
+            "kind": "input", "entity": "chain", "actor": {"type": "agent", "id": "a"},
+        }))])
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let l = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut approvals = 0;
+            for i in 0..30 {
+                l.append(vec![link(t, i)]).await.unwrap();
+                // Every task retries one key: all of them must get the one record.
+                let retry = rec(json!({
+                    "kind": "input", "actor": {"type": "agent", "id": "r"},
+                    "idempotency_key": format!("k{i}"), "attributes": {"i": i},
+                }));
+                l.append(vec![retry]).await.unwrap();
+                // A decision that needs approval, and its approval sent as soon as the writer
+                // has staged the decision (an unknown ref until then), usually while the
+                // decision is still being committed.
+                let entity = format!("d:{t}:{i}");
+                let decision = l.append(vec![rec(json!({
+                    "kind": "decision", "entity": entity, "actor": {"type": "agent", "id": "a"},
+                    "attributes": {"requires_approval": true},
+                }))]);
+                let approve = async {
+                    loop {
+                        let approval = rec(json!({
+                            "kind": "approval", "actor": {"type": "human", "id": "h"},
+                            "refs": [{"role": "approves", "ref": entity}],
+                        }));
+                        match l.append(vec![approval]).await {
+                            Ok(_) => return,
+                            Err(LedgerError::UnknownRef { .. }) => tokio::task::yield_now().await,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                };
+                let (d, ()) = tokio::join!(decision, approve);
+                d.unwrap();
+                approvals += 1;
+            }
+            approvals
+        }));
+    }
+    let mut approvals = 0;
+    for t in tasks {
+        approvals += t.await.unwrap();
+    }
+    assert_eq!(approvals, 240);
+    let size = ledger.head().size;
+    // 1 + 240 links + 30 retried keys + 240 decisions + 240 approvals.
+    assert_eq!(size, 1 + 240 + 30 + 240 + 240);
+    // Every link cites the version of `chain` just before it.
+    let mut prev: Option<Hash> = None;
+    for i in 0..size {
+        let bytes = ledger.leaf(i).unwrap();
+        let leaf = Leaf::decode(&bytes).unwrap();
+        if leaf.entity.as_deref() != Some("chain") {
+            continue;
+        }
+        if let Some(p) = prev {
+            assert_eq!(leaf.refs.len(), 1, "record {i}");
+            assert_eq!(Hash(leaf.refs[0].hash), p, "record {i} skips a version");
+        }
+        prev = Some(leaf_hash(&bytes));
+    }
+    assert!(ledger
+        .pending_approvals(None, None, 1000)
+        .unwrap()
+        .is_empty());
+    let decisions = ledger.decisions(None, 0, size, 1000).unwrap();
+    assert_eq!(decisions.len(), 240);
+    assert!(decisions.iter().all(|d| d.resolution.is_some()));
+    drop(ledger);
+    verify_data_dir(fx.dir.path(), &fx.vkey(), |_, _| {}).unwrap();
+}
