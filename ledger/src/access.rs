@@ -431,7 +431,8 @@ fn check_new(new: &NewToken) -> Result<(), AccessError> {
             other => other.to_string(),
         },
     };
-    crate::record::check_token(&new.tenant, "tenant", 128).map_err(|e| invalid("tenant", e))?;
+    crate::record::check_token(&new.tenant, &|| "tenant".into(), 128)
+        .map_err(|e| invalid("tenant", e))?;
     if let Some(kinds) = &new.kinds {
         if kinds.is_empty() {
             return Err(AccessError::Invalid {
@@ -441,7 +442,8 @@ fn check_new(new: &NewToken) -> Result<(), AccessError> {
             });
         }
         for k in kinds {
-            crate::record::check_token(k, "kinds", 64).map_err(|e| invalid("kinds", e))?;
+            crate::record::check_token(k, &|| "kinds".into(), 64)
+                .map_err(|e| invalid("kinds", e))?;
         }
     }
     if let Some(label) = &new.label {

@@ -219,8 +219,7 @@ impl SealedPayload {
         let canonical = serde_json_canonicalizer::to_vec(payload).map_err(|e| {
             LedgerError::invalid("payload", format!("cannot be canonicalized: {e}"))
         })?;
-        let mut salt = [0u8; 32];
-        OsRng.fill_bytes(&mut salt);
+        let salt = fresh_salt();
         let commitment = commitment(&salt, &canonical);
         Ok(SealedPayload {
             salt,
@@ -228,6 +227,25 @@ impl SealedPayload {
             commitment,
         })
     }
+}
+
+/// Salts drawn from the operating system's CSPRNG 128 at a time (one `getrandom` call instead
+/// of one per record), each handed out once and wiped from the buffer as it is taken.
+fn fresh_salt() -> [u8; 32] {
+    const SALTS: usize = 128;
+    thread_local! {
+        static POOL: std::cell::RefCell<(Box<[[u8; 32]; SALTS]>, usize)> =
+            std::cell::RefCell::new((Box::new([[0u8; 32]; SALTS]), SALTS));
+    }
+    POOL.with_borrow_mut(|(pool, used)| {
+        if *used >= SALTS {
+            OsRng.fill_bytes(pool.as_flattened_mut());
+            *used = 0;
+        }
+        let slot = pool.get_mut(*used).map(std::mem::take).unwrap_or_default();
+        *used += 1;
+        slot
+    })
 }
 
 /// RFC 8785 writes numbers as IEEE 754 doubles; an integer beyond ±2^53 would be silently
@@ -377,6 +395,7 @@ impl PreparedRecord {
         field: &str,
         redaction: RedactionStamp,
     ) -> Result<PreparedRecord, LedgerError> {
+        // Field paths are only built when an error names them.
         let at = |name: &str| format!("{field}.{name}");
         let fingerprint = match input.idempotency_key {
             None => [0u8; 32],
@@ -388,10 +407,10 @@ impl PreparedRecord {
             }
         };
         let tenant = input.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_owned());
-        check_token(&tenant, &at("tenant"), 128)?;
-        check_token(&input.kind, &at("kind"), 64)?;
+        check_token(&tenant, &|| at("tenant"), 128)?;
+        check_token(&input.kind, &|| at("kind"), 64)?;
         if let Some(entity) = &input.entity {
-            check_text(entity, &at("entity"), 512)?;
+            check_text(entity, &|| at("entity"), 512)?;
             if is_record_id(entity) {
                 return Err(LedgerError::invalid(
                     at("entity"),
@@ -399,13 +418,13 @@ impl PreparedRecord {
                 ));
             }
         }
-        check_text(&input.actor.kind, &at("actor.type"), 64)?;
-        check_text(&input.actor.id, &at("actor.id"), 256)?;
+        check_text(&input.actor.kind, &|| at("actor.type"), 64)?;
+        check_text(&input.actor.id, &|| at("actor.id"), 256)?;
         if let Some(entity) = &input.entity {
-            check_no_pii(entity, &at("entity"))?;
+            check_no_pii(entity, &|| at("entity"))?;
         }
-        check_no_pii(&input.actor.kind, &at("actor.type"))?;
-        check_no_pii(&input.actor.id, &at("actor.id"))?;
+        check_no_pii(&input.actor.kind, &|| at("actor.type"))?;
+        check_no_pii(&input.actor.id, &|| at("actor.id"))?;
         if input.refs.len() > MAX_REFS {
             return Err(LedgerError::invalid(
                 at("refs"),
@@ -417,10 +436,12 @@ impl PreparedRecord {
         }
         let mut refs = Vec::with_capacity(input.refs.len());
         for (i, r) in input.refs.into_iter().enumerate() {
-            check_token(&r.role, &at(&format!("refs[{i}].role")), 64)?;
-            check_text(&r.target, &at(&format!("refs[{i}].ref")), 512)?;
-            check_no_pii(&r.role, &at(&format!("refs[{i}].role")))?;
-            check_no_pii(&r.target, &at(&format!("refs[{i}].ref")))?;
+            let role = || at(&format!("refs[{i}].role"));
+            let target = || at(&format!("refs[{i}].ref"));
+            check_token(&r.role, &role, 64)?;
+            check_text(&r.target, &target, 512)?;
+            check_no_pii(&r.role, &role)?;
+            check_no_pii(&r.target, &target)?;
             let target = RefTarget::parse(&r.target);
             refs.push((r.role, target));
         }
@@ -434,14 +455,14 @@ impl PreparedRecord {
             ));
         }
         for (k, v) in &input.attributes {
-            check_attribute_pii(k, v, &at("attributes"))?;
+            check_attribute_pii(k, v, &|| at("attributes"))?;
         }
         let classification = input
             .classification
             .unwrap_or_else(|| DEFAULT_CLASSIFICATION.to_owned());
-        check_token(&classification, &at("classification"), 64)?;
+        check_token(&classification, &|| at("classification"), 64)?;
         if let Some(key) = &input.idempotency_key {
-            check_text(key, &at("idempotency_key"), 256)?;
+            check_text(key, &|| at("idempotency_key"), 256)?;
         }
         let payload = match &input.payload {
             None | Some(serde_json::Value::Null) => None,
@@ -483,11 +504,11 @@ impl PreparedRecord {
 
 /// Leaves are permanent, so a leaf text field holding PII is refused (stage `validate`).
 /// The message names the field and the kind found, never the value.
-fn check_no_pii(s: &str, field: &str) -> Result<(), LedgerError> {
+fn check_no_pii(s: &str, field: &dyn Fn() -> String) -> Result<(), LedgerError> {
     match first_finding(s) {
         None => Ok(()),
         Some(kind) => Err(LedgerError::invalid(
-            field,
+            field(),
             format!(
                 "holds {}; leaves are permanent, so PII is refused here: move it into the payload, where it is scrubbed",
                 kind.description()
@@ -498,27 +519,30 @@ fn check_no_pii(s: &str, field: &str) -> Result<(), LedgerError> {
 
 /// Scans an attribute key and its value at any depth. A key that holds PII is reported at its
 /// parent's path, so the message does not echo it.
-fn check_attribute_pii(key: &str, v: &serde_json::Value, parent: &str) -> Result<(), LedgerError> {
+fn check_attribute_pii(
+    key: &str,
+    v: &serde_json::Value,
+    parent: &dyn Fn() -> String,
+) -> Result<(), LedgerError> {
     if let Some(kind) = first_finding(key) {
         return Err(LedgerError::invalid(
-            parent,
+            parent(),
             format!(
                 "has a key that holds {}; leaves are permanent, so PII is refused here: move it into the payload, where it is scrubbed",
                 kind.description()
             ),
         ));
     }
-    let path = format!("{parent}.{key}");
-    check_json_pii(v, &path)
+    check_json_pii(v, &|| format!("{}.{key}", parent()))
 }
 
-fn check_json_pii(v: &serde_json::Value, path: &str) -> Result<(), LedgerError> {
+fn check_json_pii(v: &serde_json::Value, path: &dyn Fn() -> String) -> Result<(), LedgerError> {
     match v {
         serde_json::Value::String(s) => check_no_pii(s, path),
         serde_json::Value::Array(items) => items
             .iter()
             .enumerate()
-            .try_for_each(|(i, x)| check_json_pii(x, &format!("{path}[{i}]"))),
+            .try_for_each(|(i, x)| check_json_pii(x, &|| format!("{}[{i}]", path()))),
         serde_json::Value::Object(map) => map
             .iter()
             .try_for_each(|(k, x)| check_attribute_pii(k, x, path)),
@@ -527,14 +551,18 @@ fn check_json_pii(v: &serde_json::Value, path: &str) -> Result<(), LedgerError> 
 }
 
 /// Identifiers: 1..=max bytes of ASCII letters, digits, `_`, `-`, `.`, `:`.
-pub(crate) fn check_token(s: &str, field: &str, max: usize) -> Result<(), LedgerError> {
+pub(crate) fn check_token(
+    s: &str,
+    field: &dyn Fn() -> String,
+    max: usize,
+) -> Result<(), LedgerError> {
     check_len(s, field, max)?;
     if !s
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
     {
         return Err(LedgerError::invalid(
-            field,
+            field(),
             "may only hold ASCII letters, digits and _ - . :",
         ));
     }
@@ -542,26 +570,44 @@ pub(crate) fn check_token(s: &str, field: &str, max: usize) -> Result<(), Ledger
 }
 
 /// Free text: 1..=max bytes, no control characters.
-fn check_text(s: &str, field: &str, max: usize) -> Result<(), LedgerError> {
+fn check_text(s: &str, field: &dyn Fn() -> String, max: usize) -> Result<(), LedgerError> {
     check_len(s, field, max)?;
     if s.chars().any(char::is_control) {
         return Err(LedgerError::invalid(
-            field,
+            field(),
             "must not contain control characters",
         ));
     }
     Ok(())
 }
 
-fn check_len(s: &str, field: &str, max: usize) -> Result<(), LedgerError> {
+fn check_len(s: &str, field: &dyn Fn() -> String, max: usize) -> Result<(), LedgerError> {
     if s.is_empty() {
-        return Err(LedgerError::invalid(field, "must not be empty"));
+        return Err(LedgerError::invalid(field(), "must not be empty"));
     }
     if s.len() > max {
         return Err(LedgerError::invalid(
-            field,
+            field(),
             format!("is {} bytes long, at most {max} are allowed", s.len()),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn salts_are_never_handed_out_twice() {
+        // Several refills of the pool, on two threads.
+        let draw = || (0..1000).map(|_| fresh_salt()).collect::<Vec<_>>();
+        let other = std::thread::spawn(draw);
+        let mut all = draw();
+        all.extend(other.join().unwrap_or_default());
+        assert_eq!(all.len(), 2000);
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), 2000);
+        assert!(all.iter().all(|s| s != &[0u8; 32]));
+    }
 }

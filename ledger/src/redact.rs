@@ -203,12 +203,18 @@ fn cannot_hold_pii(text: &str) -> bool {
 /// Runs the given detectors over a text; findings are sorted and never overlap (a detector
 /// earlier in [`PiiKind::ALL`] wins).
 pub fn scan(text: &str, kinds: &[PiiKind]) -> Vec<Finding> {
+    scan_shaped(text, kinds, true)
+}
+
+/// [`scan`], optionally without skipping the detectors the text's [`Shape`] rules out.
+fn scan_shaped(text: &str, kinds: &[PiiKind], shortcut: bool) -> Vec<Finding> {
     let mut out: Vec<Finding> = Vec::new();
-    if cannot_hold_pii(text) {
+    if shortcut && cannot_hold_pii(text) {
         return out;
     }
+    let shape = Shape::of(text);
     for kind in PiiKind::ALL {
-        if !kinds.contains(&kind) {
+        if !kinds.contains(&kind) || (shortcut && !shape.may_hold(kind)) {
             continue;
         }
         for (start, end) in detect(kind, text) {
@@ -224,6 +230,63 @@ pub fn scan(text: &str, kinds: &[PiiKind]) -> Vec<Finding> {
 /// The first finding of any built-in detector, for refusing PII in leaf fields.
 pub(crate) fn first_finding(text: &str) -> Option<PiiKind> {
     scan(text, &PiiKind::ALL).first().map(|f| f.kind)
+}
+
+/// What one pass over a text learns, enough to skip the detectors that cannot match it: each
+/// condition in [`Shape::may_hold`] is one that every match of that detector (regex and
+/// checks) satisfies. A test compares scans with and without the shortcut.
+#[derive(Default)]
+struct Shape {
+    digits: usize,
+    at: bool,
+    dot: bool,
+    colons: usize,
+    /// Longest run of `[A-Za-z0-9+/_-]`: what tokens and prefixed keys are made of.
+    token_run: usize,
+    pem: bool,
+}
+
+impl Shape {
+    fn of(text: &str) -> Shape {
+        let mut s = Shape::default();
+        let mut run = 0;
+        for b in text.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-') {
+                run += 1;
+                s.token_run = s.token_run.max(run);
+            } else {
+                run = 0;
+            }
+            match b {
+                b'0'..=b'9' => s.digits += 1,
+                b'@' => s.at = true,
+                b'.' => s.dot = true,
+                b':' => s.colons += 1,
+                _ => {}
+            }
+        }
+        s.pem = text.contains("-----BEGIN ");
+        s
+    }
+
+    fn may_hold(&self, kind: PiiKind) -> bool {
+        match kind {
+            PiiKind::Email => self.at,
+            // Country code, then two check digits.
+            PiiKind::Iban => self.digits >= 2,
+            PiiKind::Card => self.digits >= 13,
+            // NINO: six digits; SSN: nine.
+            PiiKind::NationalId => self.digits >= 6,
+            // IPv4: four numbers and dots; IPv6: at least two colons and a digit.
+            PiiKind::IpAddress => {
+                (self.digits >= 4 && self.dot) || (self.colons >= 2 && self.digits >= 1)
+            }
+            // Both phone forms need 8 to 15 digits.
+            PiiKind::Phone => self.digits >= 8,
+            // The shortest prefixed key is `xoxb-` + 10, tokens are 32 or more.
+            PiiKind::Secret => self.pem || self.token_run >= 15,
+        }
+    }
 }
 
 fn re(pattern: &str) -> Regex {
@@ -564,7 +627,91 @@ fn entropy(s: &str) -> f64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Pieces of PII and near misses, cut anywhere, in any order, with noise between them.
+    fn piiish() -> impl Strategy<Value = String> {
+        const PIECES: &[&str] = &[
+            "alice@example.com",
+            "a.b+c@mail.example.co.uk",
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "5500000000000004",
+            "GB82 WEST 1234 5698 7654 32",
+            "DE89370400440532013000",
+            "123-45-6789",
+            "QQ 12 34 56 C",
+            "AB123456C",
+            "192.168.1.10",
+            "10.0.0.1",
+            "2001:db8::8a2e:370:7334",
+            "::1",
+            "fe80::1",
+            "+44 20 7946 0958",
+            "+1 (415) 555-2671",
+            "(020) 7946 0958",
+            "030 1234 5678",
+            "sk-abcdefghijklmnopqrstuvwx",
+            "sk_live_abcdefghijklmnop",
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "xoxb-1234567890",
+            "xoxp-12345-abcde",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----",
+            "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdo",
+            "2026-11-25 10:00",
+            "v1.2.3.4",
+        ];
+        let whole = prop::sample::select(PIECES).prop_map(str::to_owned);
+        let cut = (prop::sample::select(PIECES), 0usize..64, 0usize..64).prop_map(|(p, a, b)| {
+            let (a, b) = (a.min(p.len()), b.min(p.len()));
+            p.get(a.min(b)..a.max(b)).unwrap_or_default().to_owned()
+        });
+        let noise = "[0-9 .:@+/_()A-Za-z-]{0,12}".prop_map(|s: String| s);
+        // Near the edges of what each detector needs: few digits, short runs.
+        let shaped = prop::sample::select(
+            &[
+                r"[0-9]{1,3}(\.[0-9]{1,3}){3}",
+                r"\+?[0-9]{1,4}([ .-]?\(?[0-9]{1,5}\)?){1,5}",
+                r"\(?[0-9]{2,5}\)? ?[0-9]{2,5}([ .-][0-9]{2,5}){0,3}",
+                r"[2-6][0-9]{12,18}",
+                r"[0-9]{3}-[0-9]{2}-[0-9]{4}",
+                r"[A-Z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]",
+                r"[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}",
+                r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}",
+                r"xox[bp]-[A-Za-z0-9]{8,12}",
+                r"[A-Za-z0-9+/]{28,36}",
+            ][..],
+        )
+        .prop_flat_map(|re| {
+            proptest::string::string_regex(re).unwrap_or_else(|_| {
+                proptest::string::string_regex("").unwrap_or_else(|_| unreachable!())
+            })
+        });
+        let separator = prop::sample::select(&[" ", "", ", ", "\n", "-", "."][..]);
+        prop::collection::vec(
+            (
+                prop_oneof![3 => whole, 2 => cut, 1 => noise, 4 => shaped],
+                separator,
+            ),
+            1..4,
+        )
+        .prop_map(|parts| parts.into_iter().map(|(p, s)| p + s).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+        /// Skipping the detectors a text's shape rules out never changes what a scan finds.
+        #[test]
+        fn the_shape_shortcut_finds_what_every_detector_finds(text in piiish()) {
+            prop_assert_eq!(
+                scan_shaped(&text, &PiiKind::ALL, true),
+                scan_shaped(&text, &PiiKind::ALL, false)
+            );
+        }
+    }
 
     /// Each example must be found whole, as exactly this kind.
     fn assert_found(kind: PiiKind, examples: &[&str]) {
