@@ -1,9 +1,9 @@
 //! [`Ledger`]: the handle the server and the command line use. Appends go to the writer
 //! thread; reads are blocking fjall calls that async callers must run off the executor.
 
+use crossbeam_channel::{Sender, TrySendError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -119,7 +119,7 @@ struct Inner {
     /// The background thread that records segment digests (`crate::seal`), and its stop flag.
     sealer: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
     metrics: Metrics,
-    tx: Mutex<Option<SyncSender<Job>>>,
+    tx: Mutex<Option<Sender<Job>>>,
     max_queued_bytes: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The redaction policy [`Ledger::prepare`] applies (the built-in one until installed).
@@ -151,7 +151,8 @@ impl Drop for Inner {
 }
 
 /// The ledger's upkeep thread, until `stop` is set: unblocks stalled flushes
-/// ([`crate::store::unstall_flushes`]) and records segment digests every
+/// ([`crate::store::unstall_flushes`]), frees journals pinned by small partitions
+/// ([`crate::store::free_journals`]) and records segment digests every
 /// [`crate::seal::SEAL_EVERY`].
 fn spawn_sealer(
     dir: PathBuf,
@@ -164,6 +165,7 @@ fn spawn_sealer(
         .spawn(move || {
             let tick = std::time::Duration::from_millis(100);
             let mut since_seal = std::time::Duration::ZERO;
+            let mut journals_freed = None;
             loop {
                 std::thread::park_timeout(tick);
                 if flag.load(Ordering::Acquire) {
@@ -171,6 +173,11 @@ fn spawn_sealer(
                 }
                 match crate::store::unstall_flushes(&store) {
                     Ok(true) => tracing::debug!("rotated a memtable to unblock stalled flushes"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot rotate a memtable"),
+                }
+                match crate::store::free_journals(&store, &mut journals_freed) {
+                    Ok(true) => tracing::debug!("rotated memtables to free old journals"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot rotate a memtable"),
                 }
@@ -276,7 +283,7 @@ impl Ledger {
             metrics.clone(),
             config.max_batch_records.max(1),
         )?;
-        let (tx, rx) = sync_channel(config.queue_depth.max(1));
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_depth.max(1));
         let handle = std::thread::Builder::new()
             .name("provledger-writer".into())
             .spawn(move || writer.run(rx))?;

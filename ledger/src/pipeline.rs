@@ -14,9 +14,9 @@
 //! [`LedgerError::Pushback`] instead of an unbounded queue. A failed commit poisons the ledger:
 //! the batches behind it are refused, not committed.
 
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -117,6 +117,16 @@ pub(crate) struct Writer {
     /// Batches handed to the committer and not yet reported committed: the tree size each
     /// ends at and the index entries it created, newest last.
     inflight: VecDeque<(u64, Overlay)>,
+}
+
+/// The batch the writer is filling: staged jobs, their writes and their answers.
+struct Open {
+    batch: fjall::Batch,
+    overlay: Overlay,
+    outcomes: Vec<Outcome>,
+    erased_payloads: u64,
+    /// Tree size when the batch was opened: the index of its first record.
+    start_size: u64,
 }
 
 /// A signed batch on its way from the writer to the committer.
@@ -254,6 +264,11 @@ impl Writer {
     }
 
     /// Runs until every sender is dropped, then waits for the committer to finish.
+    ///
+    /// Jobs are staged into the open batch as they arrive. The batch is sealed and handed to
+    /// the committer as soon as the committer has finished with the one before (at once when
+    /// it is idle), or when it holds `max_batch_records`: so the batch grows while the previous
+    /// one is being fsynced, and a lone request is not held back.
     pub(crate) fn run(mut self, rx: Receiver<Job>) {
         let Some(watermark) = self.watermark.take() else {
             return;
@@ -264,8 +279,8 @@ impl Writer {
             shared: Arc::clone(&self.shared),
             metrics: self.metrics.clone(),
         };
-        let (to_commit, sealed) = std::sync::mpsc::sync_channel::<Sealed>(1);
-        let (done_tx, done) = std::sync::mpsc::channel::<u64>();
+        let (to_commit, sealed) = crossbeam_channel::bounded::<Sealed>(1);
+        let (done_tx, mut done) = crossbeam_channel::unbounded::<u64>();
         let handle = match std::thread::Builder::new()
             .name("provledger-committer".into())
             .spawn(move || committer.run(sealed, done_tx))
@@ -281,130 +296,152 @@ impl Writer {
                 return;
             }
         };
-        while let Ok(first) = rx.recv() {
-            let mut count = first.records.len();
-            let mut jobs = vec![first];
-            while count < self.max_batch_records {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        count += job.records.len();
-                        jobs.push(job);
+        let mut open: Option<Open> = None;
+        loop {
+            if let Some(o) = &open {
+                let full = self.frontier.size() - o.start_size >= self.max_batch_records as u64;
+                if self.inflight.is_empty() || full {
+                    if let Some(o) = open.take() {
+                        self.send(o, &to_commit);
                     }
-                    Err(_) => break,
+                    continue;
                 }
             }
-            self.process(jobs, &to_commit, &done);
+            crossbeam_channel::select! {
+                recv(rx) -> job => match job {
+                    Ok(job) => self.take(job, &mut open, &to_commit, &mut done),
+                    Err(_) => break,
+                },
+                recv(done) -> size => match size {
+                    Ok(size) => self.forget(size),
+                    Err(_) => self.lost_committer(&mut done),
+                },
+            }
+        }
+        if let Some(o) = open.take() {
+            self.send(o, &to_commit);
         }
         drop(to_commit);
         let _ = handle.join();
         debug!("append pipeline stopped");
     }
 
-    /// Forgets the overlays of batches the committer has finished with; with `all`, first
-    /// waits until it has finished with every batch handed to it.
-    fn reap(&mut self, done: &Receiver<u64>, all: bool) {
-        loop {
-            while let Ok(size) = done.try_recv() {
-                while self.inflight.front().is_some_and(|(end, _)| *end <= size) {
-                    self.inflight.pop_front();
+    /// Forgets the overlays of the batches that are in the store once it holds `size` entries.
+    fn forget(&mut self, size: u64) {
+        while self.inflight.front().is_some_and(|(end, _)| *end <= size) {
+            self.inflight.pop_front();
+        }
+    }
+
+    /// The committer is gone (only after a panic): nothing will be committed any more.
+    fn lost_committer(&mut self, done: &mut Receiver<u64>) {
+        self.shared.poisoned.store(true, Ordering::Release);
+        self.metrics.poisoned.set(1);
+        self.inflight.clear();
+        *done = crossbeam_channel::never();
+    }
+
+    /// Stages a job into the open batch, opening one if needed.
+    fn take(
+        &mut self,
+        job: Job,
+        open: &mut Option<Open>,
+        to_commit: &Sender<Sealed>,
+        done: &mut Receiver<u64>,
+    ) {
+        self.shared
+            .queued_bytes
+            .fetch_sub(job.bytes, Ordering::AcqRel);
+        if job.erasure.is_some() {
+            // An erasure is planned against the store itself: every earlier batch goes first
+            // and lands before it is staged.
+            if let Some(o) = open.take() {
+                self.send(o, to_commit);
+            }
+            while !self.inflight.is_empty() {
+                match done.recv() {
+                    Ok(size) => self.forget(size),
+                    Err(_) => self.lost_committer(done),
                 }
             }
-            if !all || self.inflight.is_empty() {
-                return;
+        }
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            let _ = job.reply.send(Err(LedgerError::Poisoned));
+            return;
+        }
+        let o = open.get_or_insert_with(|| {
+            self.time = self.time.max(now_ms());
+            Open {
+                batch: self
+                    .store
+                    .keyspace
+                    .batch()
+                    .durability(Some(PersistMode::SyncAll)),
+                overlay: Overlay::default(),
+                outcomes: Vec::new(),
+                erased_payloads: 0,
+                start_size: self.frontier.size(),
             }
-            match done.recv() {
-                Ok(size) => {
-                    while self.inflight.front().is_some_and(|(end, _)| *end <= size) {
-                        self.inflight.pop_front();
-                    }
+        });
+        let result = debug_span!("stage", records = job.records.len()).in_scope(|| {
+            let prior = Prior {
+                batch: &o.overlay,
+                inflight: &self.inflight,
+            };
+            match job.erasure {
+                Some(req) => self.stage_erasure(&req, &prior),
+                None => self
+                    .stage(job.records, &prior)
+                    .map(|(staged, local)| (staged, local, Vec::new())),
+            }
+        });
+        match result {
+            Ok((staged, local, erased)) => {
+                o.overlay.absorb(local);
+                let entries =
+                    debug_span!("integrate").in_scope(|| self.integrate(&mut o.batch, staged));
+                // Erasure: the payloads go in the same atomic batch as the erasure records.
+                for index in erased {
+                    o.batch.remove(&self.store.payloads, index.to_be_bytes());
+                    o.erased_payloads += 1;
                 }
-                // The committer is gone (only after a panic): nothing will be committed.
-                Err(_) => {
-                    self.shared.poisoned.store(true, Ordering::Release);
-                    self.inflight.clear();
-                    return;
-                }
+                o.outcomes.push((job.reply, Ok(entries)));
+            }
+            Err(e) => {
+                self.metrics.rejected_jobs.inc();
+                o.outcomes.push((job.reply, Err(e)));
             }
         }
     }
 
-    fn process(&mut self, jobs: Vec<Job>, to_commit: &SyncSender<Sealed>, done: &Receiver<u64>) {
-        let bytes: usize = jobs.iter().map(|j| j.bytes).sum();
-        self.shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        // An erasure is planned against the store itself: let every earlier batch land first.
-        let erasure = jobs.iter().any(|j| j.erasure.is_some());
-        self.reap(done, erasure);
-        if self.shared.poisoned.load(Ordering::Acquire) {
-            for job in jobs {
-                let _ = job.reply.send(Err(LedgerError::Poisoned));
-            }
-            return;
-        }
-        let span = debug_span!(
-            "batch",
-            jobs = jobs.len(),
-            first_index = self.frontier.size()
-        );
-        let _enter = span.enter();
-        let start_size = self.frontier.size();
-        self.time = self.time.max(now_ms());
-        let mut batch = self
-            .store
-            .keyspace
-            .batch()
-            .durability(Some(PersistMode::SyncAll));
-        let mut overlay = Overlay::default();
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        let mut erased_payloads = 0u64;
-        for job in jobs {
-            let result = debug_span!("stage", records = job.records.len()).in_scope(|| {
-                let prior = Prior {
-                    batch: &overlay,
-                    inflight: &self.inflight,
-                };
-                match job.erasure {
-                    Some(req) => self.stage_erasure(&req, &prior),
-                    None => self
-                        .stage(job.records, &prior)
-                        .map(|(staged, local)| (staged, local, Vec::new())),
-                }
-            });
-            match result {
-                Ok((staged, local, erased)) => {
-                    overlay.absorb(local);
-                    let entries =
-                        debug_span!("integrate").in_scope(|| self.integrate(&mut batch, staged));
-                    // Erasure: the payloads go in the same atomic batch as the erasure records.
-                    for index in erased {
-                        batch.remove(&self.store.payloads, index.to_be_bytes());
-                        erased_payloads += 1;
-                    }
-                    outcomes.push((job.reply, Ok(entries)));
-                }
-                Err(e) => {
-                    self.metrics.rejected_jobs.inc();
-                    outcomes.push((job.reply, Err(e)));
-                }
-            }
-        }
+    /// Seals the open batch (index writes, tiles, state, signed checkpoint) and hands it to
+    /// the committer, waiting while the committer still holds a batch in its queue.
+    fn send(&mut self, o: Open, to_commit: &Sender<Sealed>) {
+        let Open {
+            mut batch,
+            mut overlay,
+            outcomes,
+            erased_payloads,
+            start_size,
+        } = o;
         let appended = self.frontier.size() - start_size;
         let commit = if appended == 0 {
             None
         } else {
-            let sealed = overlay
-                .indexes
-                .write(&self.store, &mut batch)
-                .and_then(|()| self.seal(batch));
+            let sealed = debug_span!("seal", first_index = start_size, records = appended)
+                .in_scope(|| {
+                    overlay
+                        .indexes
+                        .write(&self.store, &mut batch)
+                        .and_then(|()| self.seal(batch))
+                });
             match sealed {
                 Ok(sealed) => Some(sealed),
                 Err(e) => {
                     error!(error = %e, "batch could not be sealed; the ledger is poisoned until restart");
                     self.shared.poisoned.store(true, Ordering::Release);
                     self.metrics.poisoned.set(1);
-                    for (reply, _) in outcomes {
-                        let _ = reply.send(Err(LedgerError::Poisoned));
-                    }
-                    return;
+                    return refuse(outcomes);
                 }
             }
         };
@@ -417,12 +454,10 @@ impl Writer {
             erased_payloads,
             events,
         };
-        if let Err(std::sync::mpsc::SendError(sealed)) = to_commit.send(sealed) {
+        if let Err(crossbeam_channel::SendError(sealed)) = to_commit.send(sealed) {
             // The committer is gone (only after a panic): nothing more will be committed.
             self.shared.poisoned.store(true, Ordering::Release);
-            for (reply, _) in sealed.outcomes {
-                let _ = reply.send(Err(LedgerError::Poisoned));
-            }
+            refuse(sealed.outcomes);
         }
     }
 
@@ -735,7 +770,7 @@ impl Committer {
     /// Commits what the writer sends, in order, until it hangs up, and hands each batch to
     /// the publisher. Reports each batch's end (the tree size after it) on `done` once its
     /// writes are in the store (or it was refused): the writer may then look there for them.
-    fn run(self, sealed: Receiver<Sealed>, done: std::sync::mpsc::Sender<u64>) {
+    fn run(self, sealed: Receiver<Sealed>, done: Sender<u64>) {
         let Committer {
             store,
             watermark,
@@ -747,7 +782,7 @@ impl Committer {
             shared.poisoned.store(true, Ordering::Release);
             metrics.poisoned.set(1);
         };
-        let (to_publish, committed) = std::sync::mpsc::sync_channel::<Sealed>(1);
+        let (to_publish, committed) = crossbeam_channel::bounded::<Sealed>(1);
         let publisher = Publisher {
             watermark,
             shared: Arc::clone(&shared),
@@ -793,7 +828,7 @@ impl Committer {
                 }
             }
             let _ = done.send(end);
-            if let Err(std::sync::mpsc::SendError(s)) = to_publish.send(s) {
+            if let Err(crossbeam_channel::SendError(s)) = to_publish.send(s) {
                 poison(&LedgerError::Poisoned);
                 refuse(s.outcomes);
             }

@@ -80,6 +80,40 @@ pub(crate) fn unstall_flushes(store: &Store) -> Result<bool, LedgerError> {
     Ok(rotated)
 }
 
+/// Journal files at which [`free_journals`] steps in (fjall halts every write once its journals
+/// pass `max_journaling_size`, 128 MiB here, which is four or five journals).
+pub(crate) const JOURNALS_TO_FREE: usize = 3;
+
+/// Works around slow journal release in fjall 2.11: a journal file is deleted only once every
+/// partition has flushed what it holds, and the small partitions (tiles, checkpoints, state,
+/// postings) fill their memtables so slowly that they pin old journals. fjall's monitor then
+/// rotates one partition per 250 ms tick, and none at all while that partition has a flush
+/// queued, so under load the journals reach their limit and fjall halts every write for
+/// seconds ("write halt because of too many journals"). With [`JOURNALS_TO_FREE`] journals or
+/// more, this rotates every partition that holds something, so that once the flusher has
+/// written them all the old journals go. Called by the upkeep thread every 100 ms; `last` is
+/// when it last rotated, and it waits a second between rotations so as not to cut the
+/// memtables into slivers while the flusher catches up.
+pub(crate) fn free_journals(
+    store: &Store,
+    last: &mut Option<std::time::Instant>,
+) -> Result<bool, LedgerError> {
+    use fjall::AbstractTree as _;
+    if store.keyspace.journal_count() < JOURNALS_TO_FREE
+        || last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
+    {
+        return Ok(false);
+    }
+    let mut rotated = false;
+    for (_, partition) in store.partitions() {
+        if partition.tree.active_memtable_size() > 0 {
+            rotated |= partition.rotate_memtable()?;
+        }
+    }
+    *last = Some(std::time::Instant::now());
+    Ok(rotated)
+}
+
 /// Takes the exclusive lock on `<dir>/provledger.lock` (creating `dir`): one process at a time
 /// owns a data directory. The lock lasts as long as the returned file is open.
 pub(crate) fn lock_data_dir(dir: &Path) -> Result<std::fs::File, LedgerError> {
@@ -429,5 +463,65 @@ impl NodeReader for TileReader<'_> {
             .as_ref()
             .and_then(|t| hash_at(t, crate::tree::inner_slot(j, pos)))
             .filter(|h| h.0 != [0u8; 32]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is a failure report
+
+    use super::*;
+
+    #[test]
+    fn journals_pinned_by_a_small_partition_are_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        // Small writes that nothing else flushes: they pin the first journal.
+        for p in [&store.meta, &store.checkpoints, &store.tiles, &store.kinds] {
+            p.insert("pin", "x").unwrap();
+        }
+        for round in 0u64..5 {
+            for i in 0..100u64 {
+                store
+                    .entries
+                    .insert((round * 100 + i).to_be_bytes(), [7u8; 300])
+                    .unwrap();
+            }
+            // Every rotation seals the journal and starts a new one.
+            store.entries.rotate_memtable().unwrap();
+        }
+        assert!(crate::seal::settle(
+            &store,
+            std::time::Duration::from_secs(30)
+        ));
+        let pinned = store.keyspace.journal_count();
+        assert!(pinned >= JOURNALS_TO_FREE, "{pinned} journals");
+
+        let mut last = None;
+        assert!(free_journals(&store, &mut last).unwrap());
+        // Every partition's writes are on their way to disk, not just one per monitor tick.
+        for (name, p) in store.partitions() {
+            use fjall::AbstractTree as _;
+            assert_eq!(p.tree.active_memtable_size(), 0, "{name}");
+        }
+        // Within a second of a rotation it does not rotate again.
+        assert!(!free_journals(&store, &mut last).unwrap());
+        assert!(crate::seal::settle(
+            &store,
+            std::time::Duration::from_secs(30)
+        ));
+        // Flushes drop the journals they emptied as they finish; give the last one a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.keyspace.journal_count() >= JOURNALS_TO_FREE
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let left = store.keyspace.journal_count();
+        assert!(
+            left < JOURNALS_TO_FREE,
+            "{pinned} journals before, {left} after"
+        );
+        assert_eq!(store.meta.get("pin").unwrap().as_deref(), Some(&b"x"[..]));
     }
 }
