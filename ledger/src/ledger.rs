@@ -102,6 +102,10 @@ pub struct InclusionProof {
     pub hashes: Vec<Hash>,
 }
 
+/// Most records whose receipts [`Ledger::append`] builds on the calling task instead of the
+/// blocking pool.
+const INLINE_RECEIPTS: usize = 4;
+
 /// The ledger: an append-only RFC 6962 log on fjall with a single writer thread.
 #[derive(Clone)]
 pub struct Ledger {
@@ -345,10 +349,16 @@ impl Ledger {
             });
         }
         let committed = rx.await.map_err(|_| LedgerError::ShuttingDown)??;
-        let this = self.clone();
-        let receipts = tokio::task::spawn_blocking(move || this.receipts(committed))
-            .await
-            .map_err(|_| LedgerError::ShuttingDown)??;
+        // A few receipts are a few tile reads, mostly from the block cache: building them here
+        // costs less than a hop to the blocking pool and back. Larger requests go there.
+        let receipts = if committed.entries.len() <= INLINE_RECEIPTS {
+            self.receipts(committed)?
+        } else {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.receipts(committed))
+                .await
+                .map_err(|_| LedgerError::ShuttingDown)??
+        };
         self.inner
             .metrics
             .append_seconds
