@@ -56,7 +56,7 @@ impl Hash {
 
     /// Lowercase hex, the same as `Display`.
     pub fn to_hex(&self) -> String {
-        self.to_string()
+        hex::encode(self.0)
     }
 
     /// The 32 raw bytes.
@@ -72,7 +72,9 @@ impl Hash {
 
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 
