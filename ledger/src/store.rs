@@ -65,12 +65,17 @@ pub(crate) const WRITE_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 /// flusher one more round. Called every 100 ms by the ledger's upkeep thread; does nothing
 /// while the write buffer is below 90 % of its limit.
 pub(crate) fn unstall_flushes(store: &Store) -> Result<bool, LedgerError> {
-    use fjall::AbstractTree as _;
     if store.keyspace.write_buffer_size() < WRITE_BUFFER_BYTES / 10 * 9 {
         return Ok(false);
     }
     // Every rotation is one more flush round; queued memtables of several partitions need
     // several, so rotate every partition that holds something.
+    rotate_all(store)
+}
+
+/// Seals the active memtable of every partition that holds something, queueing it for a flush.
+fn rotate_all(store: &Store) -> Result<bool, LedgerError> {
+    use fjall::AbstractTree as _;
     let mut rotated = false;
     for (_, partition) in store.partitions() {
         if partition.tree.active_memtable_size() > 0 {
@@ -98,20 +103,13 @@ pub(crate) fn free_journals(
     store: &Store,
     last: &mut Option<std::time::Instant>,
 ) -> Result<bool, LedgerError> {
-    use fjall::AbstractTree as _;
     if store.keyspace.journal_count() < JOURNALS_TO_FREE
         || last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1))
     {
         return Ok(false);
     }
-    let mut rotated = false;
-    for (_, partition) in store.partitions() {
-        if partition.tree.active_memtable_size() > 0 {
-            rotated |= partition.rotate_memtable()?;
-        }
-    }
     *last = Some(std::time::Instant::now());
-    Ok(rotated)
+    rotate_all(store)
 }
 
 /// Takes the exclusive lock on `<dir>/provledger.lock` (creating `dir`): one process at a time
