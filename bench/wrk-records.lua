@@ -1,0 +1,62 @@
+-- wrk script: POST /v1/records with the same ~300-byte records as examples/loadgen.rs.
+--   RECORDS=1 wrk -t2 -c64 -d20s --latency -s bench/wrk-records.lua http://127.0.0.1:18284
+-- Environment: PROVLEDGER_TOKEN (a writer token), RECORDS (records per request, default 1).
+-- Every non-2xx answer is counted and reported, so a failing server cannot look fast.
+local token = os.getenv("PROVLEDGER_TOKEN") or ""
+local per = tonumber(os.getenv("RECORDS") or "1")
+local pad = string.rep("p", 160)
+local seq = 0
+local thread_id = 0
+local threads = {}
+
+function setup(thread)
+  thread:set("id", thread_id)
+  thread_id = thread_id + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  failed = 0
+  headers = {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. token,
+  }
+end
+
+local function record(n)
+  return string.format(
+    '{"kind":"output","entity":"scale:%d","actor":{"type":"agent","id":"agent-%d"},' ..
+    '"attributes":{"model":"gpt-x","policy_version":"v3"},"payload":{"i":%d,"pad":"%s"}}',
+    n % 1000, id, n, pad)
+end
+
+function request()
+  local parts = {}
+  for i = 1, per do
+    seq = seq + 1
+    parts[i] = record(seq)
+  end
+  local body
+  if per == 1 then body = parts[1] else body = "[" .. table.concat(parts, ",") .. "]" end
+  return wrk.format("POST", "/v1/records", headers, body)
+end
+
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    failed = failed + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local failed_total = 0
+  for _, t in ipairs(threads) do
+    failed_total = failed_total + t:get("failed")
+  end
+  local secs = summary.duration / 1e6
+  io.write(string.format(
+    "records/request=%d -> %.0f records/s acknowledged, %d requests failed; " ..
+    "latency ms p50 %.2f p90 %.2f p99 %.2f max %.2f\n",
+    per, (summary.requests - failed_total) * per / secs, failed_total,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000))
+end
