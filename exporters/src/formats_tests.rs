@@ -227,6 +227,14 @@ fn with_statement(env: &Value, statement: &[u8]) -> Vec<u8> {
     serde_json::to_vec(&env).unwrap()
 }
 
+/// `env` carrying `statement`, signed again by `key`: what a forger holding the log key makes.
+fn resigned(env: &Value, statement: &[u8], key: &SigningKey) -> Vec<u8> {
+    let sig = key.sign_raw(&pae(DSSE_PAYLOAD_TYPE, statement));
+    let mut env: Value = serde_json::from_slice(&with_statement(env, statement)).unwrap();
+    env["signatures"][0]["sig"] = STANDARD.encode(sig).into();
+    serde_json::to_vec(&env).unwrap()
+}
+
 #[test]
 fn dsse_envelope_signs_a_statement_of_the_bundle() {
     let log = log();
@@ -319,14 +327,8 @@ fn dsse_tampering_is_caught() {
         .unwrap()
         .to_owned();
     let swapped = text.replacen(&first_digest, &second, 1);
-    let sig = log
-        .key
-        .sign_raw(&pae(DSSE_PAYLOAD_TYPE, swapped.as_bytes()));
-    let mut resigned: Value =
-        serde_json::from_slice(&with_statement(&env, swapped.as_bytes())).unwrap();
-    resigned["signatures"][0]["sig"] = STANDARD.encode(sig).into();
-    let err =
-        verify_dsse(serde_json::to_vec(&resigned).unwrap().as_slice(), &[], None).unwrap_err();
+    let forged = resigned(&env, swapped.as_bytes(), &log.key);
+    let err = verify_dsse(forged.as_slice(), &[], None).unwrap_err();
     assert!(
         matches!(&err, BundleError::Subject { position: 0, reason } if reason.contains("digest.sha256")),
         "{err}"
@@ -342,18 +344,8 @@ fn dsse_tampering_is_caught() {
         "{{\"subject\":{},\"_type\":{},\"predicate\":{predicate},\"predicateType\":{}}}",
         v["subject"], v["_type"], v["predicateType"]
     );
-    let sig = log
-        .key
-        .sign_raw(&pae(DSSE_PAYLOAD_TYPE, reordered.as_bytes()));
-    let mut resigned: Value =
-        serde_json::from_slice(&with_statement(&env, reordered.as_bytes())).unwrap();
-    resigned["signatures"][0]["sig"] = STANDARD.encode(sig).into();
-    let report = verify_dsse(
-        serde_json::to_vec(&resigned).unwrap().as_slice(),
-        &[log.key.verifier()],
-        None,
-    )
-    .unwrap();
+    let reordered = resigned(&env, reordered.as_bytes(), &log.key);
+    let report = verify_dsse(reordered.as_slice(), &[log.key.verifier()], None).unwrap();
     assert_eq!(report.records(), 6);
 
     // Re-signed by the log key with a subject left out: the count is named.
@@ -364,11 +356,8 @@ fn dsse_tampering_is_caught() {
         v["_type"], v["predicateType"]
     )
     .into_bytes();
-    let sig = log.key.sign_raw(&pae(DSSE_PAYLOAD_TYPE, &fewer));
-    let mut resigned: Value = serde_json::from_slice(&with_statement(&env, &fewer)).unwrap();
-    resigned["signatures"][0]["sig"] = STANDARD.encode(sig).into();
-    let err =
-        verify_dsse(serde_json::to_vec(&resigned).unwrap().as_slice(), &[], None).unwrap_err();
+    let forged = resigned(&env, &fewer, &log.key);
+    let err = verify_dsse(forged.as_slice(), &[], None).unwrap_err();
     assert_eq!(
         err.to_string(),
         "in-toto subject 5: the statement has 5 subjects but the bundle 6 records"

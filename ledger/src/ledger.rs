@@ -280,7 +280,6 @@ impl Ledger {
         let sealer_store = store.clone();
         let writer = Writer::new(
             store.clone(),
-            crate::watermark::Watermark::new(&config.data_dir),
             Arc::clone(&signing),
             &state,
             Arc::clone(&shared),
@@ -288,9 +287,10 @@ impl Ledger {
             config.max_batch_records.max(1),
         )?;
         let (tx, rx) = crossbeam_channel::bounded(config.queue_depth.max(1));
+        let watermark = crate::watermark::Watermark::new(&config.data_dir);
         let handle = std::thread::Builder::new()
             .name("provledger-writer".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || writer.run(rx, watermark))?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 store,

@@ -74,12 +74,21 @@ impl Shared {
         }
     }
 
-    fn set_head(&self, head: Head) {
+    /// Refuses every append until restart, after `what` failed with `e`.
+    fn poison(&self, metrics: &Metrics, what: &str, e: &dyn std::fmt::Display) {
+        error!(error = %e, "{what}; the ledger is poisoned until restart");
+        self.poisoned.store(true, Ordering::Release);
+        metrics.poisoned.set(1);
+    }
+
+    /// Publishes `head` to readers and returns it.
+    fn set_head(&self, head: Head) -> Arc<Head> {
         let head = Arc::new(head);
         match self.head.write() {
-            Ok(mut h) => *h = head,
-            Err(poisoned) => *poisoned.into_inner() = head,
+            Ok(mut h) => *h = Arc::clone(&head),
+            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&head),
         }
+        head
     }
 }
 
@@ -102,8 +111,6 @@ pub(crate) struct Committed {
 
 pub(crate) struct Writer {
     store: Store,
-    /// Until [`Writer::run`] starts the committer thread, which takes it.
-    watermark: Option<Watermark>,
     /// The current signing key, shared with [`crate::Ledger`] so a rotation takes effect at
     /// the next batch.
     key: Arc<std::sync::RwLock<SigningKey>>,
@@ -129,12 +136,16 @@ struct Open {
     start_size: u64,
 }
 
-/// A signed batch on its way from the writer to the committer.
+/// A signed batch on its way from the writer to the committer, then to the publisher.
+///
+/// A batch that appended nothing (idempotent retries and refused jobs only) has neither writes
+/// nor head: it still goes through both stages so that it is answered after the batches
+/// before it, which may hold the records its retries point at.
 struct Sealed {
-    /// The writes, or `None` when the batch appended nothing (idempotent retries and refused
-    /// jobs only): it still goes through the committer so that it is answered after the
-    /// batches before it, which may hold the records its retries point at.
-    commit: Option<(fjall::Batch, Head)>,
+    /// The writes, until the committer takes them.
+    batch: Option<fjall::Batch>,
+    /// The signed head the batch ends at, published once the batch is durable.
+    head: Option<Head>,
     first_index: u64,
     outcomes: Vec<Outcome>,
     erased_payloads: u64,
@@ -229,7 +240,6 @@ struct NewEntry {
 impl Writer {
     pub(crate) fn new(
         store: Store,
-        watermark: Watermark,
         key: Arc<std::sync::RwLock<SigningKey>>,
         state: &State,
         shared: Arc<Shared>,
@@ -251,7 +261,6 @@ impl Writer {
                 |k| k.name().to_owned(),
             ),
             store,
-            watermark: Some(watermark),
             key,
             frontier,
             tiles,
@@ -269,10 +278,7 @@ impl Writer {
     /// the committer as soon as the committer has finished with the one before (at once when
     /// it is idle), or when it holds `max_batch_records`: so the batch grows while the previous
     /// one is being fsynced, and a lone request is not held back.
-    pub(crate) fn run(mut self, rx: Receiver<Job>) {
-        let Some(watermark) = self.watermark.take() else {
-            return;
-        };
+    pub(crate) fn run(mut self, rx: Receiver<Job>, watermark: Watermark) {
         let committer = Committer {
             store: self.store.clone(),
             watermark,
@@ -287,9 +293,8 @@ impl Writer {
         {
             Ok(h) => h,
             Err(e) => {
-                error!(error = %e, "cannot start the committer thread; the ledger is poisoned");
-                self.shared.poisoned.store(true, Ordering::Release);
-                self.metrics.poisoned.set(1);
+                self.shared
+                    .poison(&self.metrics, "cannot start the committer thread", &e);
                 while let Ok(job) = rx.recv() {
                     let _ = job.reply.send(Err(LedgerError::Poisoned));
                 }
@@ -335,8 +340,11 @@ impl Writer {
 
     /// The committer is gone (only after a panic): nothing will be committed any more.
     fn lost_committer(&mut self, done: &mut Receiver<u64>) {
-        self.shared.poisoned.store(true, Ordering::Release);
-        self.metrics.poisoned.set(1);
+        self.shared.poison(
+            &self.metrics,
+            "the committer thread is gone",
+            &"it panicked",
+        );
         self.inflight.clear();
         *done = crossbeam_channel::never();
     }
@@ -425,8 +433,8 @@ impl Writer {
             start_size,
         } = o;
         let appended = self.frontier.size() - start_size;
-        let commit = if appended == 0 {
-            None
+        let (batch, head) = if appended == 0 {
+            (None, None)
         } else {
             let sealed = debug_span!("seal", first_index = start_size, records = appended)
                 .in_scope(|| {
@@ -436,11 +444,10 @@ impl Writer {
                         .and_then(|()| self.seal(batch))
                 });
             match sealed {
-                Ok(sealed) => Some(sealed),
+                Ok((batch, head)) => (Some(batch), Some(head)),
                 Err(e) => {
-                    error!(error = %e, "batch could not be sealed; the ledger is poisoned until restart");
-                    self.shared.poisoned.store(true, Ordering::Release);
-                    self.metrics.poisoned.set(1);
+                    self.shared
+                        .poison(&self.metrics, "a batch could not be sealed", &e);
                     return refuse(outcomes);
                 }
             }
@@ -448,7 +455,8 @@ impl Writer {
         let events = std::mem::take(&mut overlay.indexes.events);
         self.inflight.push_back((self.frontier.size(), overlay));
         let sealed = Sealed {
-            commit,
+            batch,
+            head,
             first_index: start_size,
             outcomes,
             erased_payloads,
@@ -456,7 +464,11 @@ impl Writer {
         };
         if let Err(crossbeam_channel::SendError(sealed)) = to_commit.send(sealed) {
             // The committer is gone (only after a panic): nothing more will be committed.
-            self.shared.poisoned.store(true, Ordering::Release);
+            self.shared.poison(
+                &self.metrics,
+                "the committer thread is gone",
+                &"it panicked",
+            );
             refuse(sealed.outcomes);
         }
     }
@@ -472,6 +484,7 @@ impl Writer {
         local.ids.reserve(records.len());
         let mut staged = Vec::with_capacity(records.len());
         let mut next = self.frontier.size();
+        let earlier = prior.indexes();
         for record in records {
             if let Some(key) = &record.idempotency_key {
                 let k = (record.tenant.clone(), key.clone());
@@ -546,13 +559,7 @@ impl Writer {
             };
             let bytes = leaf.encode()?;
             let hash = leaf_hash(&bytes);
-            crate::indexes::stage(
-                &self.store,
-                &leaf,
-                hash,
-                &mut local.indexes,
-                &prior.indexes(),
-            )?;
+            crate::indexes::stage(&self.store, &leaf, hash, &mut local.indexes, &earlier)?;
             let subject = crate::erase::subject_of(&leaf.attributes);
             let Leaf {
                 tenant,
@@ -777,11 +784,6 @@ impl Committer {
             shared,
             metrics,
         } = self;
-        let poison = |e: &LedgerError| {
-            error!(error = %e, "batch commit failed; the ledger is poisoned until restart");
-            shared.poisoned.store(true, Ordering::Release);
-            metrics.poisoned.set(1);
-        };
         let (to_publish, committed) = crossbeam_channel::bounded::<Sealed>(1);
         let publisher = Publisher {
             watermark,
@@ -794,7 +796,7 @@ impl Committer {
         let handle = match handle {
             Ok(h) => h,
             Err(e) => {
-                poison(&e.into());
+                shared.poison(&metrics, "cannot start the publisher thread", &e);
                 while let Ok(s) = sealed.recv() {
                     let end = s.end();
                     refuse(s.outcomes);
@@ -807,8 +809,7 @@ impl Committer {
             let end = s.end();
             if shared.poisoned.load(Ordering::Acquire) {
                 refuse(std::mem::take(&mut s.outcomes));
-            } else if let Some((batch, _)) = s.commit.as_mut() {
-                let batch = std::mem::replace(batch, store.keyspace.batch());
+            } else if let Some(batch) = s.batch.take() {
                 let started = Instant::now();
                 let written = debug_span!("commit", size = end).in_scope(|| batch.commit());
                 metrics
@@ -822,14 +823,14 @@ impl Committer {
                         }
                     }
                     Err(e) => {
-                        poison(&e.into());
+                        shared.poison(&metrics, "a batch commit failed", &e);
                         refuse(std::mem::take(&mut s.outcomes));
                     }
                 }
             }
             let _ = done.send(end);
             if let Err(crossbeam_channel::SendError(s)) = to_publish.send(s) {
-                poison(&LedgerError::Poisoned);
+                shared.poison(&metrics, "the publisher thread is gone", &"it panicked");
                 refuse(s.outcomes);
             }
         }
@@ -841,9 +842,7 @@ impl Committer {
 impl Sealed {
     /// The tree size after this batch.
     fn end(&self) -> u64 {
-        self.commit
-            .as_ref()
-            .map_or(self.first_index, |(_, h)| h.size)
+        self.head.as_ref().map_or(self.first_index, |h| h.size)
     }
 }
 
@@ -871,30 +870,29 @@ impl Publisher {
 
     fn publish(&mut self, s: Sealed) {
         let Sealed {
-            commit,
+            head,
             first_index,
             outcomes,
             erased_payloads,
             events,
+            ..
         } = s;
         // A refused batch has no outcomes left. A batch committed before a later one poisoned
         // the ledger is durable: it is still published and answered.
         if outcomes.is_empty() {
             return;
         }
-        let head = match commit {
+        let head = match head {
             None => self.shared.head(),
-            Some((_, head)) => {
+            Some(head) => {
                 let recorded = debug_span!("high-water mark", size = head.size)
                     .in_scope(|| self.watermark.record(&head.checkpoint));
                 if let Err(e) = recorded {
-                    error!(error = %e, "recording the high-water mark failed; the ledger is poisoned until restart");
-                    self.shared.poisoned.store(true, Ordering::Release);
-                    self.metrics.poisoned.set(1);
+                    self.shared
+                        .poison(&self.metrics, "recording the high-water mark failed", &e);
                     return refuse(outcomes);
                 }
-                self.shared.set_head(head);
-                let head = self.shared.head();
+                let head = self.shared.set_head(head);
                 let appended = head.size - first_index;
                 if erased_payloads > 0 {
                     self.shared
