@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::server::{body_error, AppState, ReceiptJson};
+use crate::server::{body_error, AppState};
 
 /// Body of `POST /v1/records/{id}/erase`.
 #[derive(Deserialize)]
@@ -72,7 +72,7 @@ pub(crate) async fn erase_record(
     let req: EraseOne = parse_body(&state, body)?;
     // Admins reach every tenant; anyone else only their own (others' records are not found).
     let tenant = caller.tenant_scope();
-    let mut receipts = state
+    let receipts = state
         .ledger
         .erase(ErasureRequest {
             target: ErasureTarget::Record(hash),
@@ -82,10 +82,13 @@ pub(crate) async fn erase_record(
             actor: caller_actor(&caller),
         })
         .await?;
-    let receipt = receipts
-        .pop()
-        .ok_or_else(|| ApiError::internal(&"an erasure of one record answered no receipt"))?;
-    Ok(HttpResponse::Ok().json(ReceiptJson::from(receipt)))
+    if receipts.len() != 1 {
+        return Err(ApiError::internal(&format!(
+            "an erasure of one record answered {} receipts",
+            receipts.len()
+        )));
+    }
+    Ok(crate::receipts::response(&receipts, true))
 }
 
 /// `POST /v1/erasures` with `{"entity" | "subject", "tenant"?, "reason"}`: one receipt per
@@ -126,6 +129,5 @@ pub(crate) async fn erase_many(
             actor: caller_actor(&caller),
         })
         .await?;
-    let json: Vec<ReceiptJson> = receipts.into_iter().map(ReceiptJson::from).collect();
-    Ok(HttpResponse::Ok().json(json))
+    Ok(crate::receipts::response(&receipts, false))
 }

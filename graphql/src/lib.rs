@@ -41,6 +41,7 @@ mod hitl;
 mod keys;
 mod observe;
 mod openlineage;
+mod receipts;
 mod schema;
 mod server;
 mod subscription;

@@ -7,11 +7,12 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use provledger_ledger::{Ledger, Receipt, RecordInput, StoredRecord};
+use provledger_ledger::{Ledger, RecordInput, StoredRecord};
 use provledger_signer::Hash;
 use serde::Serialize;
 
 use crate::error::ApiError;
+pub use crate::receipts::ReceiptJson;
 use crate::schema::ProvSchema;
 use crate::tiles::TilePath;
 
@@ -194,30 +195,6 @@ async fn tile(
         .body(bytes))
 }
 
-/// A receipt as JSON: hex id, base64 leaf and hashes.
-#[derive(Serialize)]
-pub struct ReceiptJson {
-    id: String,
-    index: u64,
-    leaf: String,
-    tree_size: u64,
-    inclusion_proof: Vec<String>,
-    checkpoint: String,
-}
-
-impl From<Receipt> for ReceiptJson {
-    fn from(r: Receipt) -> Self {
-        ReceiptJson {
-            id: r.id.to_hex(),
-            index: r.index,
-            leaf: B64.encode(&r.leaf),
-            tree_size: r.tree_size,
-            inclusion_proof: r.inclusion_proof.iter().map(Hash::to_base64).collect(),
-            checkpoint: r.checkpoint,
-        }
-    }
-}
-
 async fn append(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -260,13 +237,7 @@ async fn append(
         prepared.push(state.ledger.prepare(input, &field)?);
     }
     let receipts = state.ledger.append(prepared).await?;
-    let mut json: Vec<ReceiptJson> = receipts.into_iter().map(ReceiptJson::from).collect();
-    if single {
-        if let Some(one) = json.pop() {
-            return Ok(HttpResponse::Ok().json(one));
-        }
-    }
-    Ok(HttpResponse::Ok().json(json))
+    Ok(crate::receipts::response(&receipts, single))
 }
 
 /// A JSON body holds one record (an object) or an array of them; which one is decided by the
