@@ -2,6 +2,7 @@
 
 mod config;
 mod keys;
+mod memory;
 mod tokens;
 mod upkeep;
 
@@ -26,11 +27,11 @@ use tracing::info;
 
 use crate::config::{LogFormat, ServeArgs, Settings};
 
-/// glibc's allocator showed up at the top of append profiles; mimalloc handles the many
-/// short-lived request and record buffers better.
 /// The tokenization key's file in the data directory.
 const TOKENIZATION_KEY_FILE: &str = "tokenization.key";
 
+/// glibc's allocator showed up at the top of append profiles; mimalloc handles the many
+/// short-lived request and record buffers better. `memory.rs` returns what it keeps once idle.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -206,6 +207,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot open the ledger in {}", settings.data_dir.display()))?;
     install_redaction_policy(&ledger, &settings)?;
     settings.upkeep.spawn(&ledger)?;
+    memory::spawn_trimmer(&ledger)?;
     let tokens = Arc::new(tokens::open_for_server(&settings.data_dir)?);
     let head = ledger.head();
     info!(
