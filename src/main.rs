@@ -2,7 +2,6 @@
 
 mod config;
 mod keys;
-mod memory;
 mod tokens;
 mod upkeep;
 
@@ -31,7 +30,8 @@ use crate::config::{LogFormat, ServeArgs, Settings};
 const TOKENIZATION_KEY_FILE: &str = "tokenization.key";
 
 /// glibc's allocator showed up at the top of append profiles; mimalloc handles the many
-/// short-lived request and record buffers better. `memory.rs` returns what it keeps once idle.
+/// short-lived request and record buffers better. It is built without transparent huge pages
+/// (`no_thp` in Cargo.toml), so the memory it frees goes back to the OS in small pieces.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -207,7 +207,6 @@ fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot open the ledger in {}", settings.data_dir.display()))?;
     install_redaction_policy(&ledger, &settings)?;
     settings.upkeep.spawn(&ledger)?;
-    memory::spawn_trimmer(&ledger)?;
     let tokens = Arc::new(tokens::open_for_server(&settings.data_dir)?);
     let head = ledger.head();
     info!(
