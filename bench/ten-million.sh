@@ -5,11 +5,14 @@
 #   cargo build --release --bin provledger && \
 #   cargo build --release -p provledger-ledger --example proof_latency && bash bench/ten-million.sh [DIR]
 # Needs wrk, curl and bc; about 5 minutes of ingest on 2 cores and ~3 GB of disk.
+# ENTRIES (default 9800000) sets where ingest stops and WRK_SECONDS (default 40) how long each
+# wrk run lasts; small values try the script out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/provledger}
 D=${1:-/tmp/provledger-10m}
 PORT=${PORT:-18285}
+ENTRIES=${ENTRIES:-9800000}
 URL=http://127.0.0.1:$PORT
 rm -rf "$D"
 start() {
@@ -27,8 +30,8 @@ export PROVLEDGER_TOKEN
 PROVLEDGER_TOKEN=$(cat "$D/admin.token")
 ( while kill -0 $PID 2>/dev/null; do sleep 20; rss "during ingest, size $(size)"; done ) &
 SAMPLER=$!
-while [ "$(size)" -lt 9800000 ]; do
-  RECORDS=500 wrk -t2 -c4 -d40s --latency -s bench/wrk-records.lua $URL | grep "acknowledged"
+while [ "$(size)" -lt "$ENTRIES" ]; do
+  RECORDS=500 wrk -t2 -c4 -d${WRK_SECONDS:-40}s --latency -s bench/wrk-records.lua $URL | grep "acknowledged"
 done
 kill $SAMPLER
 rss "ingest done, size $(size)"
