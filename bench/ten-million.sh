@@ -37,6 +37,10 @@ kill $SAMPLER
 rss "ingest done, size $(size)"
 sleep 10; rss "10 s after"
 sleep 50; rss "60 s after"
+# Where the memory at rest goes, as the server reports it (fjall's parts, per partition).
+curl -s -H "Authorization: Bearer $PROVLEDGER_TOKEN" $URL/metrics \
+  | grep -E '^(process_resident|provledger_store_(write_buffer|block_cache|bloom|segments))' \
+  | grep -v ' 0$'
 du -sh "$D"
 kill $PID; wait $PID || true
 echo "restart after SIGTERM:"; start; rss "after restart"

@@ -12,7 +12,7 @@ use provledger_signer::{leaf_hash, Checkpoint, Hash, SigningKey, VerifierKey};
 use tokio::sync::oneshot;
 
 use crate::keyring::{KeyEntry, KeyRing};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreCollector, StoreSlot};
 use crate::pipeline::{Appended, Committed, Head, Job, Shared, Writer};
 use crate::policy::Redactor;
 use crate::record::{Leaf, PreparedRecord, RecordInput};
@@ -123,6 +123,8 @@ struct Inner {
     /// The background thread that records segment digests (`crate::seal`), and its stop flag.
     sealer: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
     metrics: Metrics,
+    /// The store the `/metrics` storage gauges read; emptied on close.
+    store_gauges: StoreSlot,
     tx: Mutex<Option<Sender<Job>>>,
     max_queued_bytes: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -130,8 +132,15 @@ struct Inner {
     redactor: RwLock<Arc<Redactor>>,
 }
 
+fn registration_failed(e: prometheus::Error) -> LedgerError {
+    LedgerError::Corrupt(format!("metrics registration failed: {e}"))
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
+        if let Ok(mut slot) = self.store_gauges.lock() {
+            slot.take();
+        }
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
         }
@@ -215,8 +224,7 @@ impl Ledger {
         // The signing key and every key joined to it by signed rotation statements.
         let trusted = ring.trusted_from(std::slice::from_ref(&key.verifier()));
         crate::watermark::check(&config.data_dir, &trusted, state.size)?;
-        let metrics = Metrics::register(registry)
-            .map_err(|e| LedgerError::Corrupt(format!("metrics registration failed: {e}")))?;
+        let metrics = Metrics::register(registry).map_err(registration_failed)?;
         let head = if state.checkpoint.is_empty() {
             let cp = Checkpoint {
                 origin: key.name().to_owned(),
@@ -291,15 +299,20 @@ impl Ledger {
         let handle = std::thread::Builder::new()
             .name("provledger-writer".into())
             .spawn(move || writer.run(rx, watermark))?;
+        let sealer = spawn_sealer(config.data_dir.clone(), sealer_store)?;
+        // Last, so that no failure below leaves the registry holding the store.
+        let store_gauges =
+            StoreCollector::register(store.clone(), registry).map_err(registration_failed)?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 store,
                 shared,
                 signing,
                 keys: Mutex::new(ring),
-                sealer: Mutex::new(Some(spawn_sealer(config.data_dir.clone(), sealer_store)?)),
+                sealer: Mutex::new(Some(sealer)),
                 data_dir: config.data_dir.clone(),
                 metrics,
+                store_gauges,
                 tx: Mutex::new(Some(tx)),
                 max_queued_bytes: config.max_queued_bytes.max(1),
                 writer: Mutex::new(Some(handle)),

@@ -3,9 +3,14 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::indexes::Event;
+use crate::store::Store;
 
 /// Counters and histograms named after the pipeline stages.
 #[derive(Clone)]
@@ -194,5 +199,118 @@ impl HitlMetrics {
             return pair;
         }
         ("_other".into(), "_other".into())
+    }
+}
+
+/// The store a [`StoreCollector`] reads, until the ledger closes and empties it.
+pub(crate) type StoreSlot = Arc<Mutex<Option<Store>>>;
+
+/// Storage gauges read from fjall at scrape time, so an operator can see where memory and disk
+/// go: the memtables (write buffer), the block cache, the bloom filters that stay in memory,
+/// and each partition's segments and bytes on disk.
+///
+/// The registry may outlive the ledger (a caller's registry), so the collector holds the store
+/// through a slot the ledger empties when it closes: it must not keep the keyspace and the data
+/// directory's lock alive.
+pub(crate) struct StoreCollector {
+    store: StoreSlot,
+    write_buffer: IntGauge,
+    cache_capacity: IntGauge,
+    journal: IntGauge,
+    bloom: IntGaugeVec,
+    segments: IntGaugeVec,
+    disk: IntGaugeVec,
+}
+
+impl StoreCollector {
+    pub(crate) fn register(
+        store: Store,
+        registry: &Registry,
+    ) -> Result<StoreSlot, prometheus::Error> {
+        let slot: StoreSlot = Arc::new(Mutex::new(Some(store)));
+        let by_partition =
+            |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), &["partition"]);
+        let collector = StoreCollector {
+            store: slot.clone(),
+            write_buffer: IntGauge::new(
+                "provledger_store_write_buffer_bytes",
+                "Bytes in fjall's memtables (active and sealed), all partitions; capped at 32 MiB.",
+            )?,
+            cache_capacity: IntGauge::new(
+                "provledger_store_block_cache_capacity_bytes",
+                "Capacity of fjall's block cache (--cache-mb).",
+            )?,
+            journal: IntGauge::new(
+                "provledger_store_journal_bytes",
+                "Bytes of fjall's write-ahead journals on disk.",
+            )?,
+            bloom: by_partition(
+                "provledger_store_bloom_filter_bytes",
+                "Bytes of bloom filters held in memory, by partition.",
+            )?,
+            segments: by_partition(
+                "provledger_store_segments",
+                "On-disk segments (SSTables), by partition.",
+            )?,
+            disk: by_partition(
+                "provledger_store_disk_bytes",
+                "Bytes of segments on disk, by partition.",
+            )?,
+        };
+        registry.register(Box::new(collector))?;
+        Ok(slot)
+    }
+}
+
+impl Collector for StoreCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        [
+            self.write_buffer.desc(),
+            self.cache_capacity.desc(),
+            self.journal.desc(),
+            self.bloom.desc(),
+            self.segments.desc(),
+            self.disk.desc(),
+        ]
+        .concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        use fjall::AbstractTree;
+        let Ok(slot) = self.store.lock() else {
+            return Vec::new();
+        };
+        let Some(store) = slot.as_ref() else {
+            return Vec::new();
+        };
+        let keyspace = &store.keyspace;
+        self.write_buffer
+            .set(i64::try_from(keyspace.write_buffer_size()).unwrap_or(i64::MAX));
+        self.cache_capacity
+            .set(i64::try_from(keyspace.cache_capacity()).unwrap_or(i64::MAX));
+        self.journal
+            .set(i64::try_from(keyspace.journal_disk_space()).unwrap_or(i64::MAX));
+        for (name, partition) in store.partitions() {
+            let bloom = partition.tree.bloom_filter_size();
+            self.bloom
+                .with_label_values(&[name])
+                .set(i64::try_from(bloom).unwrap_or(i64::MAX));
+            let segments = partition.segment_count();
+            self.segments
+                .with_label_values(&[name])
+                .set(i64::try_from(segments).unwrap_or(i64::MAX));
+            self.disk
+                .with_label_values(&[name])
+                .set(i64::try_from(partition.disk_space()).unwrap_or(i64::MAX));
+        }
+        [
+            self.write_buffer.collect(),
+            self.cache_capacity.collect(),
+            self.journal.collect(),
+            self.bloom.collect(),
+            self.segments.collect(),
+            self.disk.collect(),
+        ]
+        .concat()
     }
 }

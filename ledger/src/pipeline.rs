@@ -25,6 +25,7 @@ use provledger_signer::{leaf_hash, Checkpoint, Hash, SigningKey};
 use tokio::sync::oneshot;
 use tracing::{debug, debug_span, error};
 
+use crate::idle::{Quiet, IDLE_AFTER};
 use crate::metrics::Metrics;
 use crate::record::{Leaf, LeafRef, PreparedRecord, RefTarget, SealedPayload, LEAF_FORMAT_VERSION};
 use crate::store::{self, State, Store};
@@ -302,6 +303,7 @@ impl Writer {
             }
         };
         let mut open: Option<Open> = None;
+        let mut quiet = Quiet::default();
         loop {
             if let Some(o) = &open {
                 let full = self.frontier.size() - o.start_size >= self.max_batch_records as u64;
@@ -314,13 +316,17 @@ impl Writer {
             }
             crossbeam_channel::select! {
                 recv(rx) -> job => match job {
-                    Ok(job) => self.take(job, &mut open, &to_commit, &mut done),
+                    Ok(job) => {
+                        quiet.busy();
+                        self.take(job, &mut open, &to_commit, &mut done);
+                    }
                     Err(_) => break,
                 },
                 recv(done) -> size => match size {
                     Ok(size) => self.forget(size),
                     Err(_) => self.lost_committer(&mut done),
                 },
+                default(IDLE_AFTER) => quiet.waited(),
             }
         }
         if let Some(o) = open.take() {
@@ -805,7 +811,8 @@ impl Committer {
                 return;
             }
         };
-        while let Ok(mut s) = sealed.recv() {
+        let mut quiet = Quiet::default();
+        while let Some(mut s) = next(&sealed, &mut quiet) {
             let end = s.end();
             if shared.poisoned.load(Ordering::Acquire) {
                 refuse(std::mem::take(&mut s.outcomes));
@@ -846,6 +853,21 @@ impl Sealed {
     }
 }
 
+/// The next batch for a stage, or `None` once the stage before it hung up; calls the idle hook
+/// when the stage falls quiet.
+fn next(from: &Receiver<Sealed>, quiet: &mut Quiet) -> Option<Sealed> {
+    loop {
+        match from.recv_timeout(IDLE_AFTER) {
+            Ok(s) => {
+                quiet.busy();
+                return Some(s);
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => quiet.waited(),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
 /// Answers every job of a batch that will not be committed.
 fn refuse(outcomes: Vec<Outcome>) {
     for (reply, _) in outcomes {
@@ -863,7 +885,8 @@ struct Publisher {
 
 impl Publisher {
     fn run(mut self, committed: Receiver<Sealed>) {
-        while let Ok(s) = committed.recv() {
+        let mut quiet = Quiet::default();
+        while let Some(s) = next(&committed, &mut quiet) {
             self.publish(s);
         }
     }

@@ -519,6 +519,28 @@ fn metrics_and_health() {
     );
     let health = server.get("/healthz").ok_json();
     assert_eq!(health["tree_size"], 8);
+    // Where memory and disk go: the process and fjall's parts.
+    assert!(metric(&text, "process_resident_memory_bytes") > 1e6, "RSS");
+    assert_eq!(
+        metric(&text, "provledger_store_block_cache_capacity_bytes"),
+        32.0 * 1024.0 * 1024.0,
+        "--cache-mb default"
+    );
+    assert!(
+        metric(&text, "provledger_store_write_buffer_bytes") > 0.0,
+        "8 records are in the memtables"
+    );
+    assert!(metric(&text, "provledger_store_journal_bytes") > 0.0);
+    for partition in ["entries", "payloads", "ids", "tiles"] {
+        let segments = format!(r#"provledger_store_segments{{partition="{partition}"}}"#);
+        assert_eq!(
+            metric(&text, &segments),
+            0.0,
+            "{partition}: nothing flushed yet"
+        );
+        let bloom = format!(r#"provledger_store_bloom_filter_bytes{{partition="{partition}"}}"#);
+        assert_eq!(metric(&text, &bloom), 0.0, "{partition}");
+    }
 }
 
 // ---- helpers ----------------------------------------------------------------------------
