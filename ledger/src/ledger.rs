@@ -1,7 +1,6 @@
 //! [`Ledger`]: the handle the server and the command line use. Appends go to the writer
 //! thread; reads are blocking fjall calls that async callers must run off the executor.
 
-use crossbeam_channel::{Sender, TrySendError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::keyring::{KeyEntry, KeyRing};
 use crate::metrics::{Metrics, StoreCollector, StoreSlot};
-use crate::pipeline::{Appended, Committed, Head, Job, Shared, Writer};
+use crate::pipeline::{Appended, Committed, Head, Inbox, Job, NotQueued, Shared, Writer};
 use crate::policy::Redactor;
 use crate::record::{Leaf, PreparedRecord, RecordInput};
 use crate::store::{Store, TileReader};
@@ -125,7 +124,7 @@ struct Inner {
     metrics: Metrics,
     /// The store the `/metrics` storage gauges read; emptied on close.
     store_gauges: StoreSlot,
-    tx: Mutex<Option<Sender<Job>>>,
+    tx: Mutex<Option<Inbox>>,
     max_queued_bytes: usize,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// The redaction policy [`Ledger::prepare`] applies (the built-in one until installed).
@@ -294,7 +293,7 @@ impl Ledger {
             metrics.clone(),
             config.max_batch_records.max(1),
         )?;
-        let (tx, rx) = crossbeam_channel::bounded(config.queue_depth.max(1));
+        let (tx, rx) = crate::pipeline::inbox(config.queue_depth);
         let watermark = crate::watermark::Watermark::new(&config.data_dir);
         let handle = std::thread::Builder::new()
             .name("provledger-writer".into())
@@ -347,19 +346,13 @@ impl Ledger {
         let sent = match self.inner.tx.lock() {
             Ok(guard) => match guard.as_ref() {
                 Some(tx) => tx.try_send(job),
-                None => Err(TrySendError::Disconnected(job)),
+                None => Err(NotQueued::WriterGone),
             },
-            Err(_) => Err(TrySendError::Disconnected(job)),
+            Err(_) => Err(NotQueued::WriterGone),
         };
         if let Err(e) = sent {
             queued.fetch_sub(bytes, Ordering::AcqRel);
-            return Err(match e {
-                TrySendError::Full(_) => {
-                    self.inner.metrics.pushback.inc();
-                    LedgerError::Pushback
-                }
-                TrySendError::Disconnected(_) => LedgerError::ShuttingDown,
-            });
+            return Err(self.not_queued(e));
         }
         let committed = rx.await.map_err(|_| LedgerError::ShuttingDown)??;
         // A few receipts are a few tile reads, mostly from the block cache: building them here
@@ -435,16 +428,23 @@ impl Ledger {
             .lock()
             .map_err(|_| LedgerError::ShuttingDown)?;
         let tx = guard.as_ref().ok_or(LedgerError::ShuttingDown)?;
-        if block {
-            return tx.send(job).map_err(|_| LedgerError::ShuttingDown);
-        }
-        tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => {
+        let sent = if block {
+            tx.send(job)
+        } else {
+            tx.try_send(job)
+        };
+        sent.map_err(|e| self.not_queued(e))
+    }
+
+    /// The error for a job the writer's queue did not take.
+    fn not_queued(&self, e: NotQueued) -> LedgerError {
+        match e {
+            NotQueued::Full => {
                 self.inner.metrics.pushback.inc();
                 LedgerError::Pushback
             }
-            TrySendError::Disconnected(_) => LedgerError::ShuttingDown,
-        })
+            NotQueued::WriterGone => LedgerError::ShuttingDown,
+        }
     }
 
     pub(crate) fn receipts(&self, committed: Committed) -> Result<Vec<Receipt>, LedgerError> {

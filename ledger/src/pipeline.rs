@@ -103,6 +103,88 @@ pub(crate) struct Job {
     pub(crate) erasure: Option<crate::erase::ErasureRequest>,
 }
 
+impl Job {
+    /// Whether the writer should be woken for this job while a batch is with the committer
+    /// (see [`Inbox`]).
+    fn urgent(&self) -> bool {
+        self.erasure.is_some() || self.records.len() >= EAGER_RECORDS
+    }
+}
+
+/// Jobs of at least this many records wake the writer while a batch is being committed: staging
+/// them then (tens of µs a record) overlaps the commit, which is worth a wake-up. Smaller jobs
+/// wait in the queue until the commit is done.
+pub(crate) const EAGER_RECORDS: usize = 32;
+
+/// The writer's inbox: a bounded queue of jobs and a doorbell.
+///
+/// While a batch is with the committer, the writer sleeps until the committer is done or the
+/// doorbell rings, not at every job: under many small concurrent requests, a wake-up per request
+/// cost more CPU than staging it (`docs/benchmarks.md`). Senders ring for jobs worth staging at
+/// once ([`EAGER_RECORDS`], erasures); the rest are staged together when the commit is done.
+pub(crate) struct Inbox {
+    jobs: Sender<Job>,
+    bell: Sender<()>,
+}
+
+/// The writer's end of an [`Inbox`].
+pub(crate) struct Mailbox {
+    jobs: Receiver<Job>,
+    bell: Receiver<()>,
+}
+
+/// An inbox holding at most `depth` jobs, and the writer's end of it.
+pub(crate) fn inbox(depth: usize) -> (Inbox, Mailbox) {
+    let (jobs, jobs_rx) = crossbeam_channel::bounded(depth.max(1));
+    // One pending ring is enough: the writer drains every queued job when it answers one.
+    let (bell, bell_rx) = crossbeam_channel::bounded(1);
+    (
+        Inbox { jobs, bell },
+        Mailbox {
+            jobs: jobs_rx,
+            bell: bell_rx,
+        },
+    )
+}
+
+/// Why a job was not queued; the job is dropped, and with it its reply channel.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NotQueued {
+    /// The queue holds `queue_depth` jobs already.
+    Full,
+    /// The writer has stopped.
+    WriterGone,
+}
+
+impl Inbox {
+    /// Queues `job` if there is room.
+    pub(crate) fn try_send(&self, job: Job) -> Result<(), NotQueued> {
+        let urgent = job.urgent();
+        self.jobs.try_send(job).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => NotQueued::Full,
+            crossbeam_channel::TrySendError::Disconnected(_) => NotQueued::WriterGone,
+        })?;
+        self.ring(urgent);
+        Ok(())
+    }
+
+    /// Queues `job`, waiting for room.
+    pub(crate) fn send(&self, job: Job) -> Result<(), NotQueued> {
+        let urgent = job.urgent();
+        self.jobs.send(job).map_err(|_| NotQueued::WriterGone)?;
+        self.ring(urgent);
+        Ok(())
+    }
+
+    fn ring(&self, urgent: bool) {
+        if urgent {
+            // Full means a ring is already pending, which covers this job too: the writer
+            // takes the ring before it drains the queue.
+            let _ = self.bell.try_send(());
+        }
+    }
+}
+
 /// What the writer answers for a job: where each record landed, under which head.
 pub(crate) struct Committed {
     /// Per record: its index and, when it was appended by this job, its leaf bytes.
@@ -275,11 +357,13 @@ impl Writer {
 
     /// Runs until every sender is dropped, then waits for the committer to finish.
     ///
-    /// Jobs are staged into the open batch as they arrive. The batch is sealed and handed to
-    /// the committer as soon as the committer has finished with the one before (at once when
-    /// it is idle), or when it holds `max_batch_records`: so the batch grows while the previous
-    /// one is being fsynced, and a lone request is not held back.
-    pub(crate) fn run(mut self, rx: Receiver<Job>, watermark: Watermark) {
+    /// Jobs are staged into the open batch: at once when the committer is idle or the job is
+    /// large, else when the committer is done with the batch before (see [`Inbox`]). The batch
+    /// is sealed and handed to the committer as soon as the committer has finished with the one
+    /// before (at once when it is idle), or when it holds `max_batch_records`: so the batch
+    /// grows while the previous one is being fsynced, and a lone request is not held back.
+    pub(crate) fn run(mut self, mailbox: Mailbox, watermark: Watermark) {
+        let Mailbox { jobs: rx, mut bell } = mailbox;
         let committer = Committer {
             store: self.store.clone(),
             watermark,
@@ -314,17 +398,43 @@ impl Writer {
                     continue;
                 }
             }
+            if !self.inflight.is_empty() {
+                // A batch is with the committer: small jobs wait in the queue until it is
+                // done (see `Inbox`), then go into the open batch together.
+                crossbeam_channel::select! {
+                    recv(done) -> size => match size {
+                        Ok(size) => self.forget(size),
+                        Err(_) => self.lost_committer(&mut done),
+                    },
+                    recv(bell) -> rung => if rung.is_err() {
+                        bell = crossbeam_channel::never();
+                    },
+                    default(IDLE_AFTER) => {
+                        quiet.waited();
+                        continue;
+                    }
+                }
+                quiet.busy();
+                self.drain(&rx, &mut open, &to_commit, &mut done);
+                continue;
+            }
             crossbeam_channel::select! {
                 recv(rx) -> job => match job {
                     Ok(job) => {
                         quiet.busy();
                         self.take(job, &mut open, &to_commit, &mut done);
+                        // Whatever else is queued goes into the same batch.
+                        self.drain(&rx, &mut open, &to_commit, &mut done);
                     }
                     Err(_) => break,
                 },
                 recv(done) -> size => match size {
                     Ok(size) => self.forget(size),
                     Err(_) => self.lost_committer(&mut done),
+                },
+                // A ring for a job already staged: nothing left to do for it.
+                recv(bell) -> rung => if rung.is_err() {
+                    bell = crossbeam_channel::never();
                 },
                 default(IDLE_AFTER) => quiet.waited(),
             }
@@ -335,6 +445,25 @@ impl Writer {
         drop(to_commit);
         let _ = handle.join();
         debug!("append pipeline stopped");
+    }
+
+    /// Stages the jobs already queued, without waiting, until the open batch is full.
+    fn drain(
+        &mut self,
+        rx: &Receiver<Job>,
+        open: &mut Option<Open>,
+        to_commit: &Sender<Sealed>,
+        done: &mut Receiver<u64>,
+    ) {
+        while open
+            .as_ref()
+            .is_none_or(|o| self.frontier.size() - o.start_size < self.max_batch_records as u64)
+        {
+            match rx.try_recv() {
+                Ok(job) => self.take(job, open, to_commit, done),
+                Err(_) => return,
+            }
+        }
     }
 
     /// Forgets the overlays of the batches that are in the store once it holds `size` entries.
@@ -950,4 +1079,41 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(records: usize) -> Job {
+        let input: crate::RecordInput =
+            serde_json::from_str(r#"{"kind":"input","actor":{"type":"agent","id":"a"}}"#)
+                .expect("record");
+        let record = PreparedRecord::prepare(input, "record").expect("prepare");
+        Job {
+            records: vec![record; records],
+            bytes: 0,
+            reply: oneshot::channel().0,
+            erasure: None,
+        }
+    }
+
+    #[test]
+    fn only_large_jobs_ring_the_doorbell() {
+        let (inbox, mailbox) = inbox(8);
+        inbox.try_send(job(1)).expect("queued");
+        inbox.send(job(EAGER_RECORDS - 1)).expect("queued");
+        assert!(mailbox.bell.try_recv().is_err(), "small jobs do not ring");
+        inbox.try_send(job(EAGER_RECORDS)).expect("queued");
+        // A second ring while one is pending is absorbed, not an error.
+        inbox.send(job(EAGER_RECORDS + 1)).expect("queued");
+        assert!(mailbox.bell.try_recv().is_ok(), "a large job rings");
+        assert!(mailbox.bell.try_recv().is_err(), "one pending ring at most");
+        assert_eq!(mailbox.jobs.len(), 4, "every job is queued");
+        // A full queue hands the job back and does not ring.
+        let (inbox, mailbox) = super::inbox(1);
+        inbox.try_send(job(1)).expect("queued");
+        assert_eq!(inbox.try_send(job(EAGER_RECORDS)), Err(NotQueued::Full));
+        assert!(mailbox.bell.try_recv().is_err());
+    }
 }

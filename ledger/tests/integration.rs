@@ -855,3 +855,48 @@ async fn batches_see_the_batches_still_being_committed() {
     drop(ledger);
     verify_data_dir(fx.dir.path(), &fx.vkey(), |_, _| {}).unwrap();
 }
+
+/// Many small requests and a few large ones at once: small jobs queued while a batch commits
+/// wait for the commit to end (no wake-up each), large ones ring the writer's doorbell. Every
+/// job must still land, once, in order within its request, and batches must group them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_and_large_requests_mixed_all_land() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let vkey = fx.vkey();
+    let mut tasks = Vec::new();
+    for t in 0..24 {
+        let l = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for i in 0..20 {
+                // Tasks 0 and 1 send 40-record requests (above EAGER_RECORDS), the rest one record.
+                let n = if t < 2 { 40 } else { 1 };
+                let records = (0..n).map(|j| input(t * 10_000 + i * 100 + j)).collect();
+                let got = l.append(records).await.unwrap();
+                assert_eq!(got.len(), n);
+                assert!(got.windows(2).all(|w| w[1].index == w[0].index + 1));
+                receipts.extend(got);
+            }
+            receipts
+        }));
+    }
+    let all = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    })
+    .await
+    .expect("every request is answered");
+    let total = 2 * 20 * 40 + 22 * 20;
+    assert_eq!(all.len(), total);
+    let mut indexes: Vec<u64> = all.iter().map(|r| r.index).collect();
+    indexes.sort_unstable();
+    assert_eq!(indexes, (0..total as u64).collect::<Vec<_>>());
+    assert_eq!(ledger.head().size, total as u64);
+    for r in &all {
+        check_receipt(r, &vkey);
+    }
+}
