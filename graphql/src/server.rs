@@ -67,8 +67,11 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(web::PayloadConfig::new(limit));
         // Every route sits behind the authorization middleware, which refuses any request
         // that no rule in `auth::ROUTES` covers: add the rule with the route.
+        // actix tries routes in order, and patterns with parameters are regexes: the append
+        // route, the hottest, comes first so that it is matched by a string comparison alone.
         let routes = web::scope("")
             .wrap(actix_web::middleware::from_fn(crate::auth::authorize))
+            .route("/v1/records", web::post().to(append))
             .route("/healthz", web::get().to(healthz))
             .route("/metrics", web::get().to(metrics))
             .route("/checkpoint", web::get().to(checkpoint))
@@ -77,7 +80,6 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .route("/v1/keys", web::get().to(crate::keys::keys_json))
             .route("/v1/keys/rotate", web::post().to(crate::keys::rotate))
             .route("/v1/keys/{key}/retire", web::post().to(crate::keys::retire))
-            .route("/v1/records", web::post().to(append))
             .route("/v1/records/{id}", web::get().to(record))
             .route("/v1/proofs/inclusion", web::get().to(inclusion_proof))
             .route("/v1/proofs/consistency", web::get().to(consistency_proof))

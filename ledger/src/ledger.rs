@@ -452,8 +452,9 @@ impl Ledger {
         let mut nodes = Memo::new(TileReader::new(&self.inner.store));
         let mut out = Vec::with_capacity(committed.entries.len());
         for (index, leaf) in committed.entries {
-            let (leaf, tree_size, checkpoint) = match leaf {
-                Some(l) => (l, head.size, head.checkpoint.clone()),
+            let (id, leaf, tree_size, checkpoint) = match leaf {
+                // The writer hashed the leaf already: that hash went into the tree.
+                Some((id, leaf)) => (id, leaf, head.size, head.checkpoint.clone()),
                 // An idempotent retry: the first receipt, against the checkpoint that first
                 // covered the record.
                 None => {
@@ -466,12 +467,13 @@ impl Ledger {
                                     "no stored checkpoint covers entry {index}"
                                 ))
                             })?;
-                    (self.leaf(index)?, size, note)
+                    let leaf = self.leaf(index)?;
+                    (leaf_hash(&leaf), leaf, size, note)
                 }
             };
             let inclusion_proof = tree::inclusion_path(&mut nodes, index, tree_size)?;
             out.push(Receipt {
-                id: leaf_hash(&leaf),
+                id,
                 index,
                 leaf,
                 tree_size,

@@ -185,10 +185,13 @@ impl Inbox {
     }
 }
 
+/// A leaf appended by a job: its hash (the record's id) and its bytes.
+pub(crate) type NewLeaf = (Hash, Vec<u8>);
+
 /// What the writer answers for a job: where each record landed, under which head.
 pub(crate) struct Committed {
-    /// Per record: its index and, when it was appended by this job, its leaf bytes.
-    pub(crate) entries: Vec<(u64, Option<Vec<u8>>)>,
+    /// Per record: its index and, when it was appended by this job, its leaf.
+    pub(crate) entries: Vec<(u64, Option<NewLeaf>)>,
     pub(crate) head: Arc<Head>,
 }
 
@@ -237,7 +240,7 @@ struct Sealed {
 
 type Outcome = (
     oneshot::Sender<Result<Committed, LedgerError>>,
-    Result<Vec<(u64, Option<Vec<u8>>)>, LedgerError>,
+    Result<Vec<(u64, Option<NewLeaf>)>, LedgerError>,
 );
 
 /// The second stage: writes sealed batches to the store in order, with fsync.
@@ -794,7 +797,7 @@ impl Writer {
         &mut self,
         batch: &mut fjall::Batch,
         staged: Vec<Staged>,
-    ) -> Vec<(u64, Option<Vec<u8>>)> {
+    ) -> Vec<(u64, Option<NewLeaf>)> {
         let mut entries = Vec::with_capacity(staged.len());
         for s in staged {
             match s {
@@ -854,7 +857,7 @@ impl Writer {
                             store::index_and(index, fingerprint),
                         );
                     }
-                    entries.push((index, Some(leaf)));
+                    entries.push((index, Some((hash, leaf))));
                 }
             }
         }
