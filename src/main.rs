@@ -206,6 +206,8 @@ fn serve(args: ServeArgs) -> Result<()> {
     provledger_ledger::finish_interrupted_rotation(&settings.data_dir, &settings.key_file)
         .context("cannot finish an interrupted key rotation")?;
     let key = load_or_create_key(&settings.key_file, settings.origin.as_deref())?;
+    // Before the ledger opens, so that its threads' first quiet spell already collects.
+    provledger_ledger::set_idle_hook(collect_freed_memory);
     let registry = prometheus::Registry::new();
     // process_resident_memory_bytes, process_cpu_seconds_total, open fds, threads.
     registry
@@ -250,7 +252,6 @@ fn serve(args: ServeArgs) -> Result<()> {
     let listen = settings.listen;
     let closing = state.ledger.clone();
     actix_web::rt::System::new().block_on(async move {
-        provledger_ledger::set_idle_hook(collect_freed_memory);
         actix_web::HttpServer::new(move || {
             // Runs once on each worker thread: collect that thread's heap now and then.
             actix_web::rt::spawn(async {

@@ -20,7 +20,7 @@ pub fn set_idle_hook(hook: fn()) -> bool {
 }
 
 /// Calls the hook, if one is set.
-pub fn idle() {
+fn idle() {
     if let Some(hook) = HOOK.get() {
         hook();
     }

@@ -298,10 +298,14 @@ impl Ledger {
         let handle = std::thread::Builder::new()
             .name("provledger-writer".into())
             .spawn(move || writer.run(rx, watermark))?;
-        let sealer = spawn_sealer(config.data_dir.clone(), sealer_store)?;
-        // Last, so that no failure below leaves the registry holding the store.
         let store_gauges =
             StoreCollector::register(store.clone(), registry).map_err(registration_failed)?;
+        let sealer = spawn_sealer(config.data_dir.clone(), sealer_store).inspect_err(|_| {
+            // The registry must not keep the store (and the data dir's lock) past this failure.
+            if let Ok(mut slot) = store_gauges.lock() {
+                slot.take();
+            }
+        })?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 store,

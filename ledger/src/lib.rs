@@ -59,7 +59,7 @@ pub use crate::access::{
     ADMIN_TOKEN_FILE, TOKENS_FILE, TOKEN_PREFIX,
 };
 pub use crate::error::LedgerError;
-pub use crate::idle::{idle, set_idle_hook, IDLE_AFTER};
+pub use crate::idle::{set_idle_hook, IDLE_AFTER};
 pub use crate::indexes::{
     Decision, Outcome, PolicyVersion, Posting, Resolution, APPROVAL_KIND, DECISION_KIND,
     POLICY_ROLE, REJECTION_KIND, REQUIRES_APPROVAL,
