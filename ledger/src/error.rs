@@ -74,6 +74,10 @@ pub enum LedgerError {
     /// Stored data does not match what it must be.
     #[error("corrupt data: {0}")]
     Corrupt(String),
+    /// The ledger could not be set up in this process (not a fault of the data), e.g. its
+    /// metrics clash with names already in the caller's registry.
+    #[error("set-up failed: {0}")]
+    Setup(String),
     /// A key rotation or retirement that would break the chain of keys.
     #[error("key rotation refused: {0}")]
     KeyRotation(String),

@@ -131,8 +131,15 @@ struct Inner {
     redactor: RwLock<Arc<Redactor>>,
 }
 
+/// Fills a slot of a ledger being opened (nothing else can hold its lock yet).
+fn set<T>(slot: &Mutex<Option<T>>, value: T) {
+    if let Ok(mut s) = slot.lock() {
+        *s = Some(value);
+    }
+}
+
 fn registration_failed(e: prometheus::Error) -> LedgerError {
-    LedgerError::Corrupt(format!("metrics registration failed: {e}"))
+    LedgerError::Setup(format!("metrics registration failed: {e}"))
 }
 
 impl Drop for Inner {
@@ -284,7 +291,6 @@ impl Ledger {
         let signing = Arc::new(RwLock::new(key));
         // Data directories from before the kind/actor/decision indexes: build them once.
         crate::indexes::backfill(&store, state.size)?;
-        let sealer_store = store.clone();
         let writer = Writer::new(
             store.clone(),
             Arc::clone(&signing),
@@ -293,34 +299,36 @@ impl Ledger {
             metrics.clone(),
             config.max_batch_records.max(1),
         )?;
+        let store_gauges =
+            StoreCollector::register(store.clone(), registry).map_err(registration_failed)?;
+        // The threads start last, each recorded in `inner` as it starts: if a later step fails,
+        // dropping `inner` stops the ones already running and empties the gauges' slot, so that
+        // nothing keeps the store (and the data dir's lock) past a failed open.
+        let inner = Inner {
+            store,
+            shared,
+            signing,
+            keys: Mutex::new(ring),
+            sealer: Mutex::new(None),
+            data_dir: config.data_dir.clone(),
+            metrics,
+            store_gauges,
+            tx: Mutex::new(None),
+            max_queued_bytes: config.max_queued_bytes.max(1),
+            writer: Mutex::new(None),
+            redactor: RwLock::new(Arc::new(Redactor::builtin().clone())),
+        };
+        let sealer = spawn_sealer(config.data_dir.clone(), inner.store.clone())?;
+        set(&inner.sealer, sealer);
         let (tx, rx) = crate::pipeline::inbox(config.queue_depth);
         let watermark = crate::watermark::Watermark::new(&config.data_dir);
         let handle = std::thread::Builder::new()
             .name("provledger-writer".into())
             .spawn(move || writer.run(rx, watermark))?;
-        let store_gauges =
-            StoreCollector::register(store.clone(), registry).map_err(registration_failed)?;
-        let sealer = spawn_sealer(config.data_dir.clone(), sealer_store).inspect_err(|_| {
-            // The registry must not keep the store (and the data dir's lock) past this failure.
-            if let Ok(mut slot) = store_gauges.lock() {
-                slot.take();
-            }
-        })?;
+        set(&inner.writer, handle);
+        set(&inner.tx, tx);
         Ok(Ledger {
-            inner: Arc::new(Inner {
-                store,
-                shared,
-                signing,
-                keys: Mutex::new(ring),
-                sealer: Mutex::new(Some(sealer)),
-                data_dir: config.data_dir.clone(),
-                metrics,
-                store_gauges,
-                tx: Mutex::new(Some(tx)),
-                max_queued_bytes: config.max_queued_bytes.max(1),
-                writer: Mutex::new(Some(handle)),
-                redactor: RwLock::new(Arc::new(Redactor::builtin().clone())),
-            }),
+            inner: Arc::new(inner),
         })
     }
 

@@ -900,3 +900,34 @@ async fn small_and_large_requests_mixed_all_land() {
         check_receipt(r, &vkey);
     }
 }
+
+#[test]
+fn metrics_that_clash_with_the_callers_registry_fail_set_up_and_free_the_data_dir() {
+    let fx = Fixture::new();
+    {
+        let ledger = fx.open();
+        ledger.append_blocking(vec![input(0)]).unwrap();
+    }
+    // One name clashes with the ledger's own metrics, the other with its storage gauges (which
+    // are registered after the store has opened).
+    for name in [
+        "provledger_records_appended_total",
+        "provledger_store_write_buffer_bytes",
+    ] {
+        let registry = prometheus::Registry::new();
+        let taken = prometheus::IntGauge::new(name, "already here").unwrap();
+        registry.register(Box::new(taken)).unwrap();
+        let key = SigningKey::from_skey(&fx.key_text).unwrap();
+        let err = Ledger::open(&LedgerConfig::new(fx.dir.path()), key, &registry)
+            .err()
+            .unwrap();
+        assert!(matches!(err, LedgerError::Setup(_)), "{name}: {err:?}");
+        assert!(
+            err.to_string().contains("metrics registration failed"),
+            "{err}"
+        );
+        // Nothing kept the data dir: it opens again at once, with its record.
+        let ledger = fx.open();
+        assert_eq!(ledger.head().size, 1);
+    }
+}
