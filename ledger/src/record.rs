@@ -251,6 +251,18 @@ fn fresh_salt() -> [u8; 32] {
 /// RFC 8785 writes numbers as IEEE 754 doubles; an integer beyond ±2^53 would be silently
 /// rounded, so it is refused instead.
 fn check_exact_numbers(v: &serde_json::Value, path: &str) -> Result<(), LedgerError> {
+    match inexact_number(v) {
+        None => Ok(()),
+        Some((at, n)) => Err(LedgerError::invalid(
+            format!("{path}{at}"),
+            format!("integer {n} is beyond ±2^53 and cannot be represented exactly in RFC 8785 JSON; send it as a string"),
+        )),
+    }
+}
+
+/// The first integer beyond ±2^53 in `v` and its path below `v` (`.key`, `[i]`), which is
+/// only written out when there is one.
+fn inexact_number(v: &serde_json::Value) -> Option<(String, &serde_json::Number)> {
     const MAX_EXACT: u64 = 1 << 53;
     match v {
         serde_json::Value::Number(n) => {
@@ -259,22 +271,16 @@ fn check_exact_numbers(v: &serde_json::Value, path: &str) -> Result<(), LedgerEr
                 (None, Some(i)) => i.unsigned_abs() <= MAX_EXACT,
                 (None, None) => true,
             };
-            if !exact {
-                return Err(LedgerError::invalid(
-                    path,
-                    format!("integer {n} is beyond ±2^53 and cannot be represented exactly in RFC 8785 JSON; send it as a string"),
-                ));
-            }
-            Ok(())
+            (!exact).then(|| (String::new(), n))
         }
         serde_json::Value::Array(items) => items
             .iter()
             .enumerate()
-            .try_for_each(|(i, x)| check_exact_numbers(x, &format!("{path}[{i}]"))),
+            .find_map(|(i, x)| inexact_number(x).map(|(at, n)| (format!("[{i}]{at}"), n))),
         serde_json::Value::Object(map) => map
             .iter()
-            .try_for_each(|(k, x)| check_exact_numbers(x, &format!("{path}.{k}"))),
-        _ => Ok(()),
+            .find_map(|(k, x)| inexact_number(x).map(|(at, n)| (format!(".{k}{at}"), n))),
+        _ => None,
     }
 }
 

@@ -493,6 +493,13 @@ fn payload_integers_beyond_2_pow_53_are_refused() {
         matches!(&err, LedgerError::InvalidRecord { field, .. } if field == "record.payload.n[1]"),
         "{err}"
     );
+    let deep: RecordInput = serde_json::from_value(json!({"kind": "x", "actor": {"type": "a", "id": "b"}, "payload": {"a": {"ok": 1, "z": [{"b": -9007199254740993i64}]}}})).unwrap();
+    let err = PreparedRecord::prepare(deep, "record").unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::InvalidRecord { field, .. } if field == "record.payload.a.z[0].b"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("-9007199254740993"), "{err}");
 }
 
 #[test]
