@@ -506,14 +506,27 @@ fn metrics_and_health() {
     );
     let healthz = r#"provledger_http_requests_total{method="GET",route="/healthz",status="200"}"#;
     let before = metric(&text, healthz);
-    assert_eq!(server.get("/healthz").status, 200);
+    // Several of each, so that every worker sees a static route again (those are remembered
+    // per worker) and a route with a parameter more than once (never remembered by path).
+    for _ in 0..5 {
+        assert_eq!(server.get("/healthz").status, 200);
+    }
     let _ = server.get("/v1/records/not-an-id");
+    let _ = server.get("/v1/records/still-not-an-id");
+    assert_eq!(server.get("/no/such/route").status, 404);
     let text = server.get("/metrics").text();
-    assert_eq!(metric(&text, healthz), before + 1.0, "one more /healthz");
+    assert_eq!(metric(&text, healthz), before + 5.0, "five more /healthz");
     assert_eq!(
         metric(
             &text,
             r#"provledger_http_requests_total{method="GET",route="/v1/records/{id}",status="400"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"provledger_http_requests_total{method="GET",route="unmatched",status="404"}"#
         ),
         1.0
     );
