@@ -215,43 +215,59 @@ impl FromRequest for Caller {
     }
 }
 
-/// Compiled [`ROUTES`]: built once per worker. Each rule keeps the literal text before its
-/// first parameter: a path that does not start with it cannot match, and checking that first
-/// spares the regex match of a pattern with parameters for nearly every request.
-pub(crate) struct RouteTable(Vec<(Method, &'static str, ResourceDef, Access)>);
+/// Compiled [`ROUTES`]: built once per worker.
+pub(crate) struct RouteTable(Vec<CompiledRule>);
+
+/// A rule with its method parsed and its pattern compiled. `literal` is the text before the
+/// pattern's first parameter: a path that does not start with it cannot match, and checking
+/// that first spares the regex match of a pattern with parameters for nearly every request.
+struct CompiledRule {
+    method: Method,
+    literal: &'static str,
+    def: ResourceDef,
+    rule: &'static RouteRule,
+}
 
 impl RouteTable {
     pub(crate) fn new() -> RouteTable {
         RouteTable(
             ROUTES
                 .iter()
-                .map(|r| {
-                    (
-                        Method::from_bytes(r.method.as_bytes()).unwrap_or(Method::GET),
-                        r.path.split('{').next().unwrap_or_default(),
-                        ResourceDef::new(r.path),
-                        r.access,
-                    )
+                .map(|rule| CompiledRule {
+                    method: Method::from_bytes(rule.method.as_bytes()).unwrap_or(Method::GET),
+                    literal: rule.path.split('{').next().unwrap_or_default(),
+                    def: ResourceDef::new(rule.path),
+                    rule,
                 })
                 .collect(),
         )
     }
 
-    /// The rule for a request: `Ok(access)`, or `Err(true)` when the path is known but not
-    /// with this method, `Err(false)` when nothing matches.
-    fn find(&self, method: &Method, path: &str) -> Result<Access, bool> {
-        let mut path_known = false;
-        for (m, literal, def, access) in &self.0 {
-            if path.starts_with(literal) && def.is_match(path) {
-                if m == method {
-                    return Ok(*access);
+    /// The rule for a request: `Ok(rule)`, or `Err(Some(rule))` with a rule for the path under
+    /// another method, `Err(None)` when no rule's pattern matches the path.
+    fn find(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<&'static RouteRule, Option<&'static RouteRule>> {
+        let mut other_method = None;
+        for c in &self.0 {
+            if path.starts_with(c.literal) && c.def.is_match(path) {
+                if c.method == *method {
+                    return Ok(c.rule);
                 }
-                path_known = true;
+                other_method.get_or_insert(c.rule);
             }
         }
-        Err(path_known)
+        Err(other_method)
     }
 }
+
+/// The pattern of the rule a request matched (`/v1/records/{id}`), left in the request's
+/// extensions by [`authorize`] so that the metrics middleware labels requests by it without
+/// matching the path again.
+#[derive(Clone, Copy)]
+pub(crate) struct RoutePattern(pub(crate) &'static str);
 
 /// The authorization middleware (see the module docs). Registered by [`crate::configure`]
 /// around every route.
@@ -275,16 +291,20 @@ fn check(req: &ServiceRequest) -> Result<Caller, ApiError> {
     let table = req
         .app_data::<web::Data<RouteTable>>()
         .ok_or_else(|| ApiError::internal(&"the app has no route table"))?;
-    let access = match table.find(req.method(), req.path()) {
-        Ok(access) => access,
-        Err(true) => {
+    let found = table.find(req.method(), req.path());
+    if let Ok(rule) | Err(Some(rule)) = found {
+        req.extensions_mut().insert(RoutePattern(rule.path));
+    }
+    let access = match found {
+        Ok(rule) => rule.access,
+        Err(Some(_)) => {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("{} is not allowed on {}", req.method(), req.path()),
             ))
         }
-        Err(false) => {
+        Err(None) => {
             return Err(ApiError::not_found(format!(
                 "no route for {} {}",
                 req.method(),
@@ -476,34 +496,55 @@ mod tests {
     #[test]
     fn routes_resolve_to_their_rules_and_unknown_ones_to_nothing() {
         let table = RouteTable::new();
-        assert_eq!(table.find(&Method::GET, "/healthz"), Ok(Access::Public));
+        let access = |method: &Method, path: &str| {
+            table
+                .find(method, path)
+                .map(|r| r.access)
+                .map_err(|r| r.is_some())
+        };
+        assert_eq!(access(&Method::GET, "/healthz"), Ok(Access::Public));
         assert_eq!(
-            table.find(&Method::GET, "/tile/entries/x001/234.p/5"),
+            access(&Method::GET, "/tile/entries/x001/234.p/5"),
             Ok(Access::Entries)
         );
         assert_eq!(
-            table.find(&Method::GET, "/tile/0/x001/234.p/5"),
+            access(&Method::GET, "/tile/0/x001/234.p/5"),
             Ok(Access::Public)
         );
         assert_eq!(
-            table.find(&Method::GET, "/v1/records/ab"),
+            access(&Method::GET, "/v1/records/ab"),
             Ok(Access::Roles(READERS))
         );
-        assert_eq!(table.find(&Method::PUT, "/v1/records"), Err(true));
-        assert_eq!(table.find(&Method::GET, "/v2/anything"), Err(false));
+        assert_eq!(access(&Method::PUT, "/v1/records"), Err(true));
+        assert_eq!(access(&Method::GET, "/v2/anything"), Err(false));
+        // The pattern, for metrics labels, also when the method is wrong.
+        let pattern = |method: &Method, path: &str| {
+            table
+                .find(method, path)
+                .map(|r| r.path)
+                .map_err(|r| r.map(|r| r.path))
+        };
+        assert_eq!(
+            pattern(&Method::GET, "/v1/records/ab"),
+            Ok("/v1/records/{id}")
+        );
+        assert_eq!(
+            pattern(&Method::PUT, "/v1/records"),
+            Err(Some("/v1/records"))
+        );
         // The literal-prefix shortcut never changes an answer: compare with the patterns alone,
         // on an instance of every rule and on paths at the edges of the patterns.
         let by_patterns = |method: &Method, path: &str| {
-            let mut known = false;
-            for (m, _, def, access) in &table.0 {
-                if def.is_match(path) {
-                    if m == method {
-                        return Ok(*access);
+            let mut other_method = None;
+            for c in &table.0 {
+                if c.def.is_match(path) {
+                    if c.method == *method {
+                        return Ok(c.rule.path);
                     }
-                    known = true;
+                    other_method.get_or_insert(c.rule.path);
                 }
             }
-            Err(known)
+            Err(other_method)
         };
         let mut paths: Vec<String> = ROUTES
             .iter()
@@ -536,7 +577,7 @@ mod tests {
         for path in &paths {
             for method in [Method::GET, Method::POST, Method::DELETE, Method::PUT] {
                 assert_eq!(
-                    table.find(&method, path),
+                    pattern(&method, path),
                     by_patterns(&method, path),
                     "{method} {path}"
                 );

@@ -1,15 +1,12 @@
 //! Per-request observability: Prometheus counters and latency histograms by route pattern and
 //! status, and a structured log line per request (debug level; warnings for 5xx).
 
-use std::borrow::Cow;
-use std::cell::RefCell;
-use std::collections::HashSet;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::HttpRequest;
+use actix_web::HttpMessage as _;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// HTTP metrics, registered once per process and shared by every worker.
@@ -57,14 +54,20 @@ pub async fn observe(
     let method = req.method().to_string();
     let res = next.call(req).await?;
     let elapsed = started.elapsed();
-    let route = route_of(res.request());
+    // The pattern of the route's access rule (`/v1/records/{id}`), never the raw path, so that
+    // label values stay bounded. `authorize` found it; `unmatched` when no rule covers the path.
+    let route = res
+        .request()
+        .extensions()
+        .get::<crate::auth::RoutePattern>()
+        .map_or("unmatched", |p| p.0);
     let status = res.status().as_u16();
     if let Some(m) = metrics {
         m.requests
-            .with_label_values(&[method.as_str(), &*route, &status.to_string()])
+            .with_label_values(&[method.as_str(), route, &status.to_string()])
             .inc();
         m.seconds
-            .with_label_values(&[&*route])
+            .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
     }
     let ms = elapsed.as_secs_f64() * 1000.0;
@@ -74,29 +77,4 @@ pub async fn observe(
         tracing::debug!(%method, %route, status, ms, "request");
     }
     Ok(res)
-}
-
-thread_local! {
-    /// Paths seen to match a route whose pattern is the path itself (`/v1/records`,
-    /// `/checkpoint`): at most one entry per static route, per worker thread.
-    static STATIC_ROUTES: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-}
-
-/// The route pattern a request matched (`/v1/records/{id}`), never the raw path, so that label
-/// values stay bounded; `unmatched` for none. `match_pattern` matches the path against the
-/// routes again (regex-lite for those with parameters), so a static route, once seen, is
-/// answered from [`STATIC_ROUTES`] instead.
-fn route_of(req: &HttpRequest) -> Cow<'_, str> {
-    let path = req.path();
-    if STATIC_ROUTES.with_borrow(|s| s.contains(path)) {
-        return Cow::Borrowed(path);
-    }
-    match req.match_pattern() {
-        Some(pattern) if pattern == path => {
-            STATIC_ROUTES.with_borrow_mut(|s| s.insert(pattern));
-            Cow::Borrowed(path)
-        }
-        Some(pattern) => Cow::Owned(pattern),
-        None => Cow::Borrowed("unmatched"),
-    }
 }

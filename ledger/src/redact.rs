@@ -16,6 +16,12 @@ use serde::{Deserialize, Serialize};
 
 /// Minimum length of a token the high-entropy secret detector looks at.
 pub const SECRET_MIN_LEN: usize = 32;
+
+/// The shortest prefixed key the secret detector knows (`xoxb-` and 10 characters).
+const PREFIXED_KEY_MIN_LEN: usize = 15;
+
+/// The shortest IBAN (Norway's).
+const IBAN_MIN_LEN: usize = 15;
 /// Minimum Shannon entropy, in bits per character, of a mixed-alphabet secret token.
 const SECRET_MIN_ENTROPY: f64 = 3.5;
 /// Minimum Shannon entropy of a hex-only secret token (hex has at most 4 bits per character).
@@ -200,7 +206,7 @@ fn masked(text: &str, findings: &[Finding]) -> String {
 /// is `xoxb-` + 10; `AKIA` + 16, PEM headers and high-entropy tokens are longer): text with
 /// none of these is skipped without running the detectors — most short attribute values.
 fn cannot_hold_pii(text: &str) -> bool {
-    text.len() < 15 && !text.bytes().any(|b| b.is_ascii_digit() || b == b'@')
+    text.len() < PREFIXED_KEY_MIN_LEN && !text.bytes().any(|b| b.is_ascii_digit() || b == b'@')
 }
 
 /// Runs the given detectors over a text; findings are sorted and never overlap (a detector
@@ -286,7 +292,7 @@ impl Shape {
         match kind {
             PiiKind::Email => self.at,
             // Country code, two check digits, then at least 11 more characters.
-            PiiKind::Iban => self.digits >= 2 && self.len >= 15,
+            PiiKind::Iban => self.digits >= 2 && self.len >= IBAN_MIN_LEN,
             PiiKind::Card => self.digits >= 13,
             // NINO: six digits; SSN: nine.
             PiiKind::NationalId => self.digits >= 6,
@@ -297,7 +303,7 @@ impl Shape {
             // Both phone forms need 8 to 15 digits.
             PiiKind::Phone => self.digits >= 8,
             // The shortest prefixed key is `xoxb-` + 10, tokens are 32 or more.
-            PiiKind::Secret => self.pem || self.token_run >= 15,
+            PiiKind::Secret => self.pem || self.token_run >= PREFIXED_KEY_MIN_LEN,
         }
     }
 }
@@ -415,7 +421,7 @@ fn detect(kind: PiiKind, text: &str, shape: Option<&Shape>) -> Vec<(usize, usize
             if may(|s| s.pem) {
                 v.extend(spans(&PRIVATE_KEY, &|_, _, _| true));
             }
-            if may(|s| s.token_run >= 15) {
+            if may(|s| s.token_run >= PREFIXED_KEY_MIN_LEN) {
                 v.extend(spans(&SECRET_PREFIXED, &|_, _, _| true));
             }
             if !may(|s| s.digit_token_run >= SECRET_MIN_LEN) {

@@ -506,8 +506,8 @@ fn metrics_and_health() {
     );
     let healthz = r#"provledger_http_requests_total{method="GET",route="/healthz",status="200"}"#;
     let before = metric(&text, healthz);
-    // Several of each, so that every worker sees a static route again (those are remembered
-    // per worker) and a route with a parameter more than once (never remembered by path).
+    // Several of each: every request is labelled by its own route's pattern, whichever worker
+    // answers it, and a path no rule covers is `unmatched`.
     for _ in 0..5 {
         assert_eq!(server.get("/healthz").status, 200);
     }
