@@ -317,9 +317,11 @@ impl Ledger {
         self.receipts(committed)
     }
 
-    /// True when an erasure record cites record `id`: its payload was destroyed.
+    /// True when an erasure record in the published log cites record `id`: its payload was
+    /// destroyed.
     pub fn is_erased(&self, id: &Hash) -> Result<bool, LedgerError> {
-        Ok(erased_by(self.store(), id)?.is_some())
+        let size = self.head().size;
+        Ok(erased_by(self.store(), id)?.is_some_and(|by| by < size))
     }
 }
 

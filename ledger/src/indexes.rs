@@ -41,6 +41,7 @@ use provledger_signer::{leaf_hash, Hash};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::Ledger;
+use crate::pipeline::Unpublished;
 use crate::record::Leaf;
 use crate::store::{self, Store};
 use crate::verify::VerifyError;
@@ -208,12 +209,13 @@ impl Staging {
 
     /// Adds the staged index writes to the batch: one packed posting chunk per (scope, kind)
     /// and (scope, actor). Decisions are written once, in their final state, so a decision and
-    /// its approval in the same batch never insert and delete the same key.
+    /// its approval in the same batch never insert and delete the same key. Returns the indexes
+    /// of decisions from earlier batches that this one takes off the approval queue.
     pub(crate) fn write(
         &mut self,
         store: &Store,
         batch: &mut fjall::Batch,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<Vec<u64>, LedgerError> {
         for (partition, postings) in [
             (&store.kinds, std::mem::take(&mut self.kinds)),
             (&store.actors, std::mem::take(&mut self.actors)),
@@ -226,9 +228,13 @@ impl Staging {
                 batch.insert(partition, prefix, chunk);
             }
         }
+        let mut resolved = Vec::new();
         for (index, (d, staged)) in &self.decisions {
             let value = encode_decision(d)?;
             let pending = d.escalated && d.resolution.is_none();
+            if !pending && !staged {
+                resolved.push(*index);
+            }
             for scope in scopes(&d.tenant) {
                 let key = index_key(scope, *index);
                 batch.insert(&store.decisions, key.clone(), value.clone());
@@ -239,7 +245,7 @@ impl Staging {
                 }
             }
         }
-        Ok(())
+        Ok(resolved)
     }
 }
 
@@ -631,18 +637,29 @@ impl Ledger {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<u64>, LedgerError> {
-        let size = self.head().size;
-        let start = after.map_or(0, |a| a.saturating_add(1));
-        if start >= size {
-            return Ok(Vec::new());
+        let shared = self.shared();
+        loop {
+            let size = self.head().size;
+            let start = after.map_or(0, |a| a.saturating_add(1));
+            if start >= size {
+                return Ok(Vec::new());
+            }
+            let scope = Scope(tenant);
+            let found = self
+                .store()
+                .pending
+                .range(index_key(scope, start)..index_key(scope, size))
+                .take(limit)
+                .map(|kv| key_index(&kv?.0))
+                .collect::<Result<Vec<u64>, LedgerError>>()?;
+            // A batch not published yet may have taken some off the queue: then wait for it
+            // and read again, so no approval is missed before its cause is in the log.
+            let resolving = |u: &Unpublished| u.resolved.range(start..size).next().is_some();
+            if !shared.any_unpublished(resolving) {
+                return Ok(found);
+            }
+            shared.await_published(resolving)?;
         }
-        let scope = Scope(tenant);
-        self.store()
-            .pending
-            .range(index_key(scope, start)..index_key(scope, size))
-            .take(limit)
-            .map(|kv| key_index(&kv?.0))
-            .collect()
     }
 
     /// Decisions with index in `[from, to)` (capped at the current tree size), oldest first, of
@@ -1694,5 +1711,51 @@ mod tests {
             "@9"
         );
         assert_eq!(policy_label(None), "none");
+    }
+
+    /// An approval's store writes are visible a moment before its batch is published: the
+    /// queue must not drop a decision before the approval that answers it is in the log.
+    #[test]
+    fn the_queue_never_drops_a_decision_before_its_approval_is_published(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let f = Fixture::new()?;
+        let l = f.open()?;
+        let records = (0..60)
+            .map(|_| decision("a1", true, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<Hash> = l.append_blocking(records)?.iter().map(|r| r.id).collect();
+        let current = AtomicUsize::new(0);
+        let dropped_seen = AtomicUsize::new(0);
+        let approvals = ids
+            .iter()
+            .map(|id| answer("approval", &id.to_hex()))
+            .collect::<Result<Vec<_>, _>>()?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for (i, approval) in approvals.into_iter().enumerate() {
+                    current.store(i, Ordering::Release);
+                    l.append_blocking(vec![approval])
+                        .expect("approval appended");
+                }
+                current.store(ids.len(), Ordering::Release);
+            });
+            loop {
+                let i = current.load(Ordering::Acquire);
+                let Some(id) = ids.get(i) else { break };
+                let queue = l.pending_approvals(None, None, 1000)?;
+                if !queue.contains(&(i as u64)) {
+                    dropped_seen.fetch_add(1, Ordering::Relaxed);
+                    assert!(
+                        !l.cited_by(id, None, None, 10)?.is_empty(),
+                        "decision {i} left the queue before its approval was published"
+                    );
+                }
+            }
+            Ok::<(), LedgerError>(())
+        })?;
+        assert!(dropped_seen.into_inner() > 0);
+        assert_eq!(l.pending_approvals(None, None, 1000)?, Vec::<u64>::new());
+        Ok(())
     }
 }

@@ -286,6 +286,8 @@ impl Ledger {
             poisoned: Default::default(),
             queued_bytes: Default::default(),
             erased_payloads: Default::default(),
+            unpublished: Default::default(),
+            settled: Default::default(),
             appended: tokio::sync::broadcast::channel(SUBSCRIBER_BACKLOG).0,
         });
         let signing = Arc::new(RwLock::new(key));
@@ -426,6 +428,11 @@ impl Ledger {
     /// The storage handles (erasure, retention and compaction read them).
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// State shared with the pipeline (the published head, changes not yet published).
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
     }
 
     /// Hands a job that reserves no queue bytes (erasures) to the writer: waiting for room
@@ -802,7 +809,13 @@ impl Ledger {
         let leaf_bytes = self.leaf(index)?;
         let leaf = Leaf::decode(&leaf_bytes)?;
         let (payload, salt) = match self.inner.store.payloads.get(index.to_be_bytes())? {
-            None => (None, None),
+            None => {
+                // Erased by a batch that is not published yet: wait for its erasure record.
+                self.inner
+                    .shared
+                    .await_published(|u| u.erased.contains_key(&index))?;
+                (None, None)
+            }
             Some(v) => {
                 let (salt, json) = v.split_at_checked(32).ok_or_else(|| {
                     LedgerError::Corrupt(format!("payload {index} is shorter than its salt"))

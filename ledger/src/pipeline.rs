@@ -15,10 +15,10 @@
 //! the batches behind it are refused, not committed.
 
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fjall::PersistMode;
 use provledger_signer::{leaf_hash, Checkpoint, Hash, SigningKey};
@@ -65,7 +65,36 @@ pub(crate) struct Shared {
     pub(crate) queued_bytes: AtomicUsize,
     /// Payloads destroyed by committed erasures since the ledger was opened.
     pub(crate) erased_payloads: std::sync::atomic::AtomicU64,
+    /// Changes to published records made by batches not yet published (see [`Unpublished`]).
+    pub(crate) unpublished: Mutex<Unpublished>,
+    /// Signalled whenever batches leave `unpublished`.
+    pub(crate) settled: Condvar,
 }
+
+/// Changes that batches on their way through the committer and publisher make to records
+/// *already* in the published log: payloads erased and approvals taken off the queue. Each is
+/// keyed by the record's index and holds the tree size its batch ends at.
+///
+/// A batch's store writes are visible from its commit on, a moment before its head is
+/// published; reads are bounded by the published head, but these two changes alter records
+/// below it. A reader that sees one of them waits here until the batch that made it is
+/// published ([`Shared::await_published`]), so an effect is never seen before its cause is in
+/// the log. The writer adds a batch's changes before handing it to the committer, and the
+/// publisher removes them once the batch is published or refused.
+#[derive(Debug, Default)]
+pub(crate) struct Unpublished {
+    pub(crate) erased: BTreeMap<u64, u64>,
+    pub(crate) resolved: BTreeMap<u64, u64>,
+}
+
+impl Unpublished {
+    fn is_empty(&self) -> bool {
+        self.erased.is_empty() && self.resolved.is_empty()
+    }
+}
+
+/// How often a reader waiting in [`Shared::await_published`] checks for a poisoned ledger.
+const POISON_CHECK: Duration = Duration::from_millis(50);
 
 impl Shared {
     pub(crate) fn head(&self) -> Arc<Head> {
@@ -80,6 +109,58 @@ impl Shared {
         error!(error = %e, "{what}; the ledger is poisoned until restart");
         self.poisoned.store(true, Ordering::Release);
         metrics.poisoned.set(1);
+    }
+
+    fn unpublished(&self) -> std::sync::MutexGuard<'_, Unpublished> {
+        self.unpublished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records the changes a batch ending at `end` makes to published records.
+    fn announce(&self, end: u64, erased: &[u64], resolved: &[u64]) {
+        if erased.is_empty() && resolved.is_empty() {
+            return;
+        }
+        let mut u = self.unpublished();
+        u.erased.extend(erased.iter().map(|&i| (i, end)));
+        u.resolved.extend(resolved.iter().map(|&i| (i, end)));
+    }
+
+    /// Forgets the changes of batches ending at or before `end`: published, or refused.
+    fn settle(&self, end: u64) {
+        let mut u = self.unpublished();
+        if u.is_empty() {
+            return;
+        }
+        u.erased.retain(|_, e| *e > end);
+        u.resolved.retain(|_, e| *e > end);
+        drop(u);
+        self.settled.notify_all();
+    }
+
+    /// Whether `pending` holds now.
+    pub(crate) fn any_unpublished(&self, pending: impl Fn(&Unpublished) -> bool) -> bool {
+        pending(&self.unpublished())
+    }
+
+    /// Waits while `pending` says that a change the caller has read comes from a batch that is
+    /// not published yet. Returns at once when there is none (the usual case).
+    pub(crate) fn await_published(
+        &self,
+        pending: impl Fn(&Unpublished) -> bool,
+    ) -> Result<(), LedgerError> {
+        let mut u = self.unpublished();
+        while pending(&u) {
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(LedgerError::Poisoned);
+            }
+            u = match self.settled.wait_timeout(u, POISON_CHECK) {
+                Ok((u, _)) => u,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        Ok(())
     }
 
     /// Publishes `head` to readers and returns it.
@@ -217,7 +298,8 @@ struct Open {
     batch: fjall::Batch,
     overlay: Overlay,
     outcomes: Vec<Outcome>,
-    erased_payloads: u64,
+    /// Indexes of the records whose payloads the batch erases.
+    erased: Vec<u64>,
     /// Tree size when the batch was opened: the index of its first record.
     start_size: u64,
 }
@@ -234,6 +316,7 @@ struct Sealed {
     head: Option<Head>,
     first_index: u64,
     outcomes: Vec<Outcome>,
+    /// Payloads the batch erased.
     erased_payloads: u64,
     events: Vec<crate::indexes::Event>,
 }
@@ -525,7 +608,7 @@ impl Writer {
                     .durability(Some(PersistMode::SyncAll)),
                 overlay: Overlay::default(),
                 outcomes: Vec::new(),
-                erased_payloads: 0,
+                erased: Vec::new(),
                 start_size: self.frontier.size(),
             }
         });
@@ -549,7 +632,7 @@ impl Writer {
                 // Erasure: the payloads go in the same atomic batch as the erasure records.
                 for index in erased {
                     o.batch.remove(&self.store.payloads, index.to_be_bytes());
-                    o.erased_payloads += 1;
+                    o.erased.push(index);
                 }
                 o.outcomes.push((job.reply, Ok(entries)));
             }
@@ -567,7 +650,7 @@ impl Writer {
             mut batch,
             mut overlay,
             outcomes,
-            erased_payloads,
+            erased,
             start_size,
         } = o;
         let appended = self.frontier.size() - start_size;
@@ -576,13 +659,15 @@ impl Writer {
         } else {
             let sealed = debug_span!("seal", first_index = start_size, records = appended)
                 .in_scope(|| {
-                    overlay
-                        .indexes
-                        .write(&self.store, &mut batch)
-                        .and_then(|()| self.seal(batch))
+                    let resolved = overlay.indexes.write(&self.store, &mut batch)?;
+                    self.seal(batch).map(|sealed| (sealed, resolved))
                 });
             match sealed {
-                Ok((batch, head)) => (Some(batch), Some(head)),
+                Ok(((batch, head), resolved)) => {
+                    // Before the committer can make them visible.
+                    self.shared.announce(head.size, &erased, &resolved);
+                    (Some(batch), Some(head))
+                }
                 Err(e) => {
                     self.shared
                         .poison(&self.metrics, "a batch could not be sealed", &e);
@@ -597,7 +682,7 @@ impl Writer {
             head,
             first_index: start_size,
             outcomes,
-            erased_payloads,
+            erased_payloads: erased.len() as u64,
             events,
         };
         if let Err(crossbeam_channel::SendError(sealed)) = to_commit.send(sealed) {
@@ -607,6 +692,7 @@ impl Writer {
                 "the committer thread is gone",
                 &"it panicked",
             );
+            self.shared.settle(sealed.end());
             refuse(sealed.outcomes);
         }
     }
@@ -1019,7 +1105,9 @@ impl Publisher {
     fn run(mut self, committed: Receiver<Sealed>) {
         let mut quiet = Quiet::default();
         while let Some(s) = next(&committed, &mut quiet) {
+            let end = s.end();
             self.publish(s);
+            self.shared.settle(end);
         }
     }
 

@@ -589,3 +589,58 @@ fn retention_erases_more_than_one_chunk_in_one_pass() {
     drop(ledger);
     assert_eq!(fx.verify().unwrap().erased, 1025);
 }
+
+/// A batch's writes reach the store a moment before its head is published. A reader that finds
+/// a payload gone must still find the erasure that removed it in the published log, and the
+/// erasure must be cited within the head the reader sees afterwards.
+#[test]
+fn a_payload_is_never_seen_gone_before_its_erasure_is_published() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let records: Vec<PreparedRecord> = (0..60)
+        .map(|i| {
+            rec(
+                json!({"kind": "input", "actor": {"type": "agent", "id": "a1"},
+                       "payload": {"i": i}}),
+            )
+        })
+        .collect();
+    let ids: Vec<Hash> = ledger
+        .append_blocking(records)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    // The erasing thread moves `current` to the record it erases next; the reader keeps
+    // reading that one, so it reads it while its erasure is between commit and publication.
+    let current = std::sync::atomic::AtomicUsize::new(0);
+    let gone_seen = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for (i, id) in ids.iter().enumerate() {
+                current.store(i, std::sync::atomic::Ordering::Release);
+                ledger
+                    .erase_blocking(request(ErasureTarget::Record(*id), "race test"))
+                    .unwrap();
+            }
+            current.store(ids.len(), std::sync::atomic::Ordering::Release);
+        });
+        s.spawn(|| loop {
+            let i = current.load(std::sync::atomic::Ordering::Acquire);
+            let Some(id) = ids.get(i) else { break };
+            let record = ledger.record(id, None).unwrap();
+            if record.payload.is_none() {
+                gone_seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let citing = ledger.cited_by(id, None, None, 10).unwrap();
+                assert!(
+                    citing.iter().any(|(_, role)| role == ERASED_ROLE),
+                    "record {i}: payload gone, but no erasure in the published log (size {})",
+                    ledger.head().size
+                );
+                assert!(ledger.is_erased(id).unwrap());
+            }
+        });
+    });
+    // The reader did see payloads gone, so the assertion above ran.
+    assert!(gone_seen.into_inner() > 0);
+}
