@@ -145,7 +145,7 @@ impl Settings {
             max_batch_records: args
                 .max_batch_records
                 .or(file.max_batch_records)
-                .unwrap_or(10_000),
+                .unwrap_or(provledger_ledger::DEFAULT_MAX_BATCH_RECORDS),
             max_queued_mb: args.max_queued_mb.or(file.max_queued_mb).unwrap_or(256),
             cache_mb: args.cache_mb.or(file.cache_mb).unwrap_or(32),
             workers: args.workers.or(file.workers).unwrap_or_else(|| {

@@ -1,6 +1,6 @@
 //! Appends batches of 1,000 records in process and prints where the time goes, using the
 //! ledger's own Prometheus histograms. `cargo run --release -p provledger-ledger --example
-//! append_profile -- [batches]`.
+//! append_profile -- [batches] [callers]`; `MAX_BATCH=N` overrides the group-commit cap.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // example
 
 use std::time::Instant;
@@ -50,7 +50,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let registry = prometheus::Registry::new();
     let key = SigningKey::generate("bench.example/log").unwrap();
-    let ledger = Ledger::open(&LedgerConfig::new(dir.path()), key, &registry).unwrap();
+    let mut config = LedgerConfig::new(dir.path());
+    if let Some(m) = std::env::var("MAX_BATCH").ok().and_then(|s| s.parse().ok()) {
+        config.max_batch_records = m;
+    }
+    let ledger = Ledger::open(&config, key, &registry).unwrap();
     let prepared: Vec<Vec<PreparedRecord>> = (0..batches)
         .map(|b| {
             (b * 1000..(b + 1) * 1000)
