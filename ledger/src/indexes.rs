@@ -655,10 +655,9 @@ impl Ledger {
             // A batch not published yet may have taken some off the queue: then wait for it
             // and read again, so no approval is missed before its cause is in the log.
             let resolving = |u: &Unpublished| u.resolved.range(start..size).next().is_some();
-            if !shared.any_unpublished(resolving) {
+            if !shared.await_published(resolving)? {
                 return Ok(found);
             }
-            shared.await_published(resolving)?;
         }
     }
 

@@ -139,28 +139,26 @@ impl Shared {
         self.settled.notify_all();
     }
 
-    /// Whether `pending` holds now.
-    pub(crate) fn any_unpublished(&self, pending: impl Fn(&Unpublished) -> bool) -> bool {
-        pending(&self.unpublished())
-    }
-
     /// Waits while `pending` says that a change the caller has read comes from a batch that is
-    /// not published yet. Returns at once when there is none (the usual case).
+    /// not published yet. Returns at once when there is none (the usual case); tells whether
+    /// it waited.
     pub(crate) fn await_published(
         &self,
         pending: impl Fn(&Unpublished) -> bool,
-    ) -> Result<(), LedgerError> {
+    ) -> Result<bool, LedgerError> {
         let mut u = self.unpublished();
+        let mut waited = false;
         while pending(&u) {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(LedgerError::Poisoned);
             }
+            waited = true;
             u = match self.settled.wait_timeout(u, POISON_CHECK) {
                 Ok((u, _)) => u,
                 Err(poisoned) => poisoned.into_inner().0,
             };
         }
-        Ok(())
+        Ok(waited)
     }
 
     /// Publishes `head` to readers and returns it.
