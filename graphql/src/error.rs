@@ -157,6 +157,10 @@ impl From<LedgerError> for ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", msg)
             },
+            L::NotPublished(_) => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_published", msg)
+            },
             other => ApiError::internal(&other),
         }
     }
@@ -288,6 +292,10 @@ impl From<LedgerError> for Failure {
             L::Poisoned => Failure::new(GqlCode::Unavailable, msg),
             L::ShuttingDown => Failure {
                 retry_after: Some(5),
+                ..Failure::new(GqlCode::Unavailable, msg)
+            },
+            L::NotPublished(_) => Failure {
+                retry_after: Some(1),
                 ..Failure::new(GqlCode::Unavailable, msg)
             },
             other => Failure::internal(&other),

@@ -68,6 +68,9 @@ pub enum LedgerError {
     /// The ledger is shutting down.
     #[error("the ledger is shutting down")]
     ShuttingDown,
+    /// A read found a change (an erasure, an approval) whose batch was not published in time.
+    #[error("a change this read depends on was not published within {0:?}; retry shortly")]
+    NotPublished(std::time::Duration),
     /// Another process holds the data directory.
     #[error("data directory {0} is in use by another process (is the server running?)")]
     InUse(String),

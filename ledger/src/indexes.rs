@@ -655,7 +655,7 @@ impl Ledger {
             // A batch not published yet may have taken some off the queue: then wait for it
             // and read again, so no approval is missed before its cause is in the log.
             let resolving = |u: &Unpublished| u.resolved.range(start..size).next().is_some();
-            if !shared.await_published(resolving)? {
+            if !shared.await_published(resolving, crate::pipeline::PUBLISH_WAIT)? {
                 return Ok(found);
             }
         }

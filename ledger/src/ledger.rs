@@ -12,7 +12,9 @@ use tokio::sync::oneshot;
 
 use crate::keyring::{KeyEntry, KeyRing};
 use crate::metrics::{Metrics, StoreCollector, StoreSlot};
-use crate::pipeline::{Appended, Committed, Head, Inbox, Job, NotQueued, Shared, Writer};
+use crate::pipeline::{
+    Appended, Committed, Head, Inbox, Job, NotQueued, Shared, Writer, PUBLISH_WAIT,
+};
 use crate::policy::Redactor;
 use crate::record::{Leaf, PreparedRecord, RecordInput};
 use crate::store::{Store, TileReader};
@@ -823,7 +825,7 @@ impl Ledger {
                 // Erased by a batch that is not published yet: wait for its erasure record.
                 self.inner
                     .shared
-                    .await_published(|u| u.erased.contains_key(&index))?;
+                    .await_published(|u| u.erased.contains_key(&index), PUBLISH_WAIT)?;
                 (None, None)
             }
             Some(v) => {

@@ -95,6 +95,10 @@ impl Unpublished {
 
 /// How often a reader waiting in [`Shared::await_published`] checks for a poisoned ledger.
 const POISON_CHECK: Duration = Duration::from_millis(50);
+/// How long a reader waits there at most. A batch is published one fsync after its commit, so
+/// this is reached only when the disk hangs or a pipeline thread died; the reader then gets
+/// [`LedgerError::NotPublished`] instead of holding its thread forever.
+pub(crate) const PUBLISH_WAIT: Duration = Duration::from_secs(30);
 
 impl Shared {
     pub(crate) fn head(&self) -> Arc<Head> {
@@ -140,20 +144,26 @@ impl Shared {
     }
 
     /// Waits while `pending` says that a change the caller has read comes from a batch that is
-    /// not published yet. Returns at once when there is none (the usual case); tells whether
-    /// it waited.
+    /// not published yet, for at most `limit`. Returns at once when there is none (the usual
+    /// case); tells whether it waited.
     pub(crate) fn await_published(
         &self,
         pending: impl Fn(&Unpublished) -> bool,
+        limit: Duration,
     ) -> Result<bool, LedgerError> {
         let mut u = self.unpublished();
         let mut waited = false;
+        let deadline = Instant::now() + limit;
         while pending(&u) {
             if self.poisoned.load(Ordering::Acquire) {
                 return Err(LedgerError::Poisoned);
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LedgerError::NotPublished(limit));
+            }
             waited = true;
-            u = match self.settled.wait_timeout(u, POISON_CHECK) {
+            u = match self.settled.wait_timeout(u, left.min(POISON_CHECK)) {
                 Ok((u, _)) => u,
                 Err(poisoned) => poisoned.into_inner().0,
             };
@@ -1173,6 +1183,60 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            head: RwLock::new(Arc::new(Head {
+                size: 0,
+                root: Hash([0; 32]),
+                checkpoint: String::new(),
+            })),
+            appended: tokio::sync::broadcast::channel(1).0,
+            poisoned: AtomicBool::new(false),
+            queued_bytes: AtomicUsize::new(0),
+            erased_payloads: Default::default(),
+            unpublished: Default::default(),
+            settled: Condvar::new(),
+        }
+    }
+
+    #[test]
+    fn a_reader_waits_for_an_announced_change_until_its_batch_settles_and_never_forever() {
+        let shared = Arc::new(shared());
+        let erased = |i: u64| move |u: &Unpublished| u.erased.contains_key(&i);
+        shared.announce(10, &[3], &[]);
+        // Nothing announced for this record: no wait.
+        assert!(!shared
+            .await_published(erased(4), PUBLISH_WAIT)
+            .expect("no wait"));
+        // An earlier batch settling does not release a later batch's change.
+        shared.settle(9);
+        assert!(shared.unpublished().erased.contains_key(&3));
+        // Never settled: the reader gives up after its limit with a clear error.
+        let limit = Duration::from_millis(120);
+        assert!(matches!(
+            shared.await_published(erased(3), limit),
+            Err(LedgerError::NotPublished(l)) if l == limit
+        ));
+        // Settled by the publisher while the reader waits: it returns, having waited.
+        let publisher = Arc::clone(&shared);
+        let settler = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            publisher.settle(10);
+        });
+        assert!(shared
+            .await_published(erased(3), PUBLISH_WAIT)
+            .expect("settled"));
+        settler.join().expect("settler");
+        assert!(shared.unpublished().is_empty());
+        // A poisoned ledger never publishes: the reader is told so instead of waiting.
+        shared.announce(20, &[], &[5]);
+        shared.poisoned.store(true, Ordering::Release);
+        assert!(matches!(
+            shared.await_published(|u| u.resolved.contains_key(&5), PUBLISH_WAIT),
+            Err(LedgerError::Poisoned)
+        ));
+    }
 
     fn job(records: usize) -> Job {
         let input: crate::RecordInput =
