@@ -86,7 +86,7 @@ fn json_string(s: &str) -> String {
 fn write(out: &mut String, r: &Receipt, checkpoint_json: &str) {
     let mut num = itoa::Buffer::new();
     out.push_str("{\"id\":\"");
-    out.push_str(&r.id.to_hex());
+    out.push_str(&r.id.hex());
     out.push_str("\",\"index\":");
     out.push_str(num.format(r.index));
     out.push_str(",\"leaf\":\"");

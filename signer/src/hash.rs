@@ -14,6 +14,19 @@ use subtle::ConstantTimeEq as _;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct Hash(pub [u8; 32]);
 
+/// A hash in lowercase hex, from [`Hash::hex`].
+#[derive(Clone, Copy)]
+pub struct HexBuf([u8; 64]);
+
+impl std::ops::Deref for HexBuf {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Hex digits are ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl Hash {
     /// Copies a hash out of a slice that must be exactly 32 bytes long.
     pub fn from_slice(bytes: &[u8]) -> Result<Hash, EncodingError> {
@@ -56,7 +69,16 @@ impl Hash {
 
     /// Lowercase hex, the same as `Display`.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        (*self.hex()).to_owned()
+    }
+
+    /// Lowercase hex in a buffer on the stack (`hex::encode` builds its `String` a `char` at a
+    /// time; receipts write one id each).
+    pub fn hex(&self) -> HexBuf {
+        let mut out = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(self.0, &mut out);
+        HexBuf(out)
     }
 
     /// The 32 raw bytes.
@@ -72,9 +94,7 @@ impl Hash {
 
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        f.write_str(&self.hex())
     }
 }
 
@@ -119,6 +139,18 @@ mod tests {
         assert_eq!(hash.to_hex().len(), 64);
         assert!(hash.ct_eq(&hash));
         assert!(!hash.ct_eq(&Hash([0; 32])));
+    }
+
+    proptest::proptest! {
+        /// The stack buffer, `to_hex` and `Display` all write what `hex::encode` writes.
+        #[test]
+        fn hex_is_lowercase_hex_of_the_bytes(bytes in proptest::array::uniform32(proptest::num::u8::ANY)) {
+            let hash = Hash(bytes);
+            let want = hex::encode(bytes);
+            proptest::prop_assert_eq!(&*hash.hex(), want.as_str());
+            proptest::prop_assert_eq!(hash.to_hex(), want.clone());
+            proptest::prop_assert_eq!(hash.to_string(), want);
+        }
     }
 
     #[test]

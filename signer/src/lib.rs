@@ -47,7 +47,7 @@ mod merkle;
 mod note;
 
 // Tree hashes and RFC 6962 / RFC 9162 proof verification.
-pub use hash::{EncodingError, Hash};
+pub use hash::{EncodingError, Hash, HexBuf};
 pub use merkle::{
     empty_root, leaf_hash, node_hash, root_from_inclusion_proof, root_of, verify_consistency,
     verify_inclusion, ProofError,
