@@ -51,7 +51,8 @@ pub async fn observe(
     let metrics = req
         .app_data::<actix_web::web::Data<crate::AppState>>()
         .map(|s| s.http.clone());
-    let method = req.method().to_string();
+    // Standard methods clone without allocating.
+    let method = req.method().clone();
     let res = next.call(req).await?;
     let elapsed = started.elapsed();
     // The pattern of the route's access rule (`/v1/records/{id}`), never the raw path, so that
