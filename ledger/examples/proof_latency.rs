@@ -1,7 +1,9 @@
 //! Inclusion-proof latency percentiles on an existing data directory (e.g. one filled through
 //! the server): `cargo run --release -p provledger-ledger --example proof_latency -- DIR [N]`.
 //! Opens the log with the directory's `signing.key`, asks N proofs for random indexes against
-//! the current tree size, verifies each, and prints p50/p99/max.
+//! the current tree size, verifies each, and prints p50/p99/max. Then, for N / 10 random
+//! records, the two index reads appends and queries make: an id lookup (`locate`, the `ids`
+//! partition) and the next version of the record's entity (`entity_versions`, `versions`).
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // example
 
 use std::path::PathBuf;
@@ -30,22 +32,54 @@ fn main() {
         started.elapsed()
     );
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut times: Vec<Duration> = Vec::with_capacity(n);
-    for _ in 0..n {
+    let mut random_index = || {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let index = x % head.size;
+        x % head.size
+    };
+    let mut times: Vec<Duration> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let index = random_index();
         let t = Instant::now();
         let p = ledger.inclusion_proof(index, Some(head.size)).unwrap();
         times.push(t.elapsed());
         verify_inclusion(&p.leaf_hash, index, head.size, &p.hashes, &head.root).unwrap();
     }
+    report(
+        &format!("{n} inclusion proofs (random index of {})", head.size),
+        times,
+    );
+
+    let (mut ids, mut versions) = (Vec::new(), Vec::new());
+    for _ in 0..n / 10 {
+        let record = ledger.record_at(random_index()).unwrap();
+        let t = Instant::now();
+        let found = ledger.locate(&record.id).unwrap();
+        ids.push(t.elapsed());
+        assert_eq!(found.map(|(i, _)| i), Some(record.index));
+        if let Some(entity) = &record.leaf.entity {
+            let t = Instant::now();
+            let next = ledger
+                .entity_versions(&record.leaf.tenant, entity, Some(record.index), 1)
+                .unwrap();
+            versions.push(t.elapsed());
+            assert!(next.iter().all(|(i, _)| *i > record.index));
+        }
+    }
+    report("id lookups (locate)", ids);
+    report("next version of the entity (entity_versions)", versions);
+}
+
+fn report(what: &str, mut times: Vec<Duration>) {
+    if times.is_empty() {
+        println!("{what}: none");
+        return;
+    }
     times.sort_unstable();
     let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
     println!(
-        "{n} inclusion proofs (random index of {}): p50 {:?} p99 {:?} max {:?}",
-        head.size,
+        "{what}: p50 {:?} p99 {:?} max {:?}",
         at(0.50),
         at(0.99),
         times[times.len() - 1]
