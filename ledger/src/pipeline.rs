@@ -321,9 +321,9 @@ struct Open {
 /// fjall inserts a batch into its memtables in the order the batch holds its items, and each
 /// insertion searches the memtable's skiplist from the top. In random order nearly every
 /// search misses the cache below the top levels; in key order, consecutive searches share most
-/// of their path. `append_profile 300 4`: commits 9–16 % shorter, 5–13 % more records/s, in
-/// six alternated pairs (`docs/benchmarks.md`, session 9). Every key of a batch is distinct
-/// (each holds its record's hash or index), so the order changes nothing else.
+/// of their path. `append_profile 300 4`, nine alternated pairs: commits 9–28 % shorter, 5–28 %
+/// more records/s (`docs/benchmarks.md`, session 9). Every key of a batch is distinct (each
+/// holds its record's hash or index), so the order changes nothing else.
 #[derive(Default)]
 struct Scattered {
     ids: Vec<(Vec<u8>, Vec<u8>)>,
