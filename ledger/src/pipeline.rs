@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fjall::PersistMode;
+use fjall::{PersistMode, Slice};
 use provledger_signer::{leaf_hash, Checkpoint, Hash, SigningKey};
 use tokio::sync::oneshot;
 use tracing::{debug, debug_span, error};
@@ -324,12 +324,14 @@ struct Open {
 /// of their path. `append_profile 300 4`, nine alternated pairs: commits 9–28 % shorter, 5–28 %
 /// more records/s (`docs/benchmarks.md`, session 9). Every key of a batch is distinct (each
 /// holds its record's hash or index), so the order changes nothing else.
+///
+/// Keys and values are fjall's own `Slice`s, made once: a `Vec` would be copied into one.
 #[derive(Default)]
 struct Scattered {
-    ids: Vec<(Vec<u8>, Vec<u8>)>,
-    versions: Vec<(Vec<u8>, Vec<u8>)>,
-    cites: Vec<(Vec<u8>, Vec<u8>)>,
-    subjects: Vec<(Vec<u8>, Vec<u8>)>,
+    ids: Vec<(Slice, Slice)>,
+    versions: Vec<(Slice, Slice)>,
+    cites: Vec<(Slice, Slice)>,
+    subjects: Vec<(Slice, Slice)>,
 }
 
 impl Scattered {
@@ -960,32 +962,31 @@ impl Writer {
                     let key = index.to_be_bytes();
                     batch.insert(&self.store.entries, key, leaf.as_slice());
                     if let Some(p) = &payload {
-                        let mut v = Vec::with_capacity(32 + p.canonical.len());
-                        v.extend_from_slice(&p.salt);
-                        v.extend_from_slice(&p.canonical);
+                        // Built in place: a `Vec` would be copied again into a `Slice`.
+                        let v = Slice::fused(&p.salt, &p.canonical);
                         batch.insert(&self.store.payloads, key, v);
                     }
+                    let id = Slice::new(hash.as_bytes());
                     scattered.ids.push((
-                        hash.as_bytes().to_vec(),
-                        store::index_and(index, tenant.as_bytes()),
+                        id.clone(),
+                        Slice::fused(&index.to_be_bytes(), tenant.as_bytes()),
                     ));
                     if let Some(entity) = &entity {
                         scattered.versions.push((
-                            store::version_key(&tenant, entity, index),
-                            hash.as_bytes().to_vec(),
+                            store::version_key(&tenant, entity, index).into(),
+                            id.clone(),
                         ));
                     }
                     for (position, r) in (0u16..).zip(&refs) {
                         scattered.cites.push((
-                            store::cites_key(&r.hash, index, position),
-                            r.role.as_bytes().to_vec(),
+                            store::cites_key(&r.hash, index, position).into(),
+                            Slice::new(r.role.as_bytes()),
                         ));
                     }
                     if let Some(subject) = &subject {
-                        scattered.subjects.push((
-                            store::subject_key(&tenant, subject, index),
-                            hash.as_bytes().to_vec(),
-                        ));
+                        scattered
+                            .subjects
+                            .push((store::subject_key(&tenant, subject, index).into(), id));
                     }
                     if let Some((k, fingerprint)) = &idempotency {
                         batch.insert(
