@@ -967,10 +967,9 @@ impl Writer {
                         batch.insert(&self.store.payloads, key, v);
                     }
                     let id = Slice::new(hash.as_bytes());
-                    scattered.ids.push((
-                        id.clone(),
-                        Slice::fused(&index.to_be_bytes(), tenant.as_bytes()),
-                    ));
+                    scattered
+                        .ids
+                        .push((id.clone(), store::index_and(index, tenant.as_bytes())));
                     if let Some(entity) = &entity {
                         scattered.versions.push((
                             store::version_key(&tenant, entity, index).into(),

@@ -372,11 +372,9 @@ pub(crate) fn idem_key(tenant: &str, key: &str) -> Vec<u8> {
     k
 }
 
-pub(crate) fn index_and(index: u64, rest: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(8 + rest.len());
-    v.extend_from_slice(&index.to_be_bytes());
-    v.extend_from_slice(rest);
-    v
+pub(crate) fn index_and(index: u64, rest: &[u8]) -> Slice {
+    // Made as fjall's own slice: a `Vec` would be copied into one.
+    Slice::fused(&index.to_be_bytes(), rest)
 }
 
 fn split_index(v: &[u8]) -> Result<(u64, &[u8]), LedgerError> {
