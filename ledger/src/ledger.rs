@@ -254,6 +254,7 @@ impl Ledger {
                 size: 0,
                 root: cp.root,
                 checkpoint: key.sign_checkpoint(&cp),
+                edge: Default::default(),
             }
         } else {
             let verified = provledger_signer::verify_checkpoint(&state.checkpoint, &trusted)
@@ -281,6 +282,8 @@ impl Ledger {
                 size: cp.size,
                 root: cp.root,
                 checkpoint: state.checkpoint.clone(),
+                // Filled by the writer when it has loaded the right edge.
+                edge: Default::default(),
             }
         };
         if !ring.is_current(&key.verifier()) {
@@ -480,7 +483,7 @@ impl Ledger {
 
     pub(crate) fn receipts(&self, committed: Committed) -> Result<Vec<Receipt>, LedgerError> {
         let head = committed.head;
-        let mut nodes = Memo::new(TileReader::new(&self.inner.store));
+        let mut nodes = Memo::new(TileReader::new(&self.inner.store, &head.edge));
         let mut out = Vec::with_capacity(committed.entries.len());
         for (index, leaf) in committed.entries {
             let (id, leaf, tree_size, checkpoint) = match leaf {
@@ -857,7 +860,8 @@ impl Ledger {
         index: u64,
         tree_size: Option<u64>,
     ) -> Result<InclusionProof, LedgerError> {
-        let current = self.head().size;
+        let head = self.head();
+        let current = head.size;
         let tree_size = tree_size.unwrap_or(current);
         if tree_size > current {
             return Err(LedgerError::OutOfRange {
@@ -873,7 +877,7 @@ impl Ledger {
                 tree_size,
             });
         }
-        let mut nodes = Memo::new(TileReader::new(&self.inner.store));
+        let mut nodes = Memo::new(TileReader::new(&self.inner.store, &head.edge));
         let hashes = tree::inclusion_path(&mut nodes, index, tree_size)?;
         let leaf_hash = nodes.perfect(0, index)?;
         Ok(InclusionProof {
@@ -886,7 +890,8 @@ impl Ledger {
 
     /// Consistency proof between two tree sizes, both at most the current size.
     pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>, LedgerError> {
-        let current = self.head().size;
+        let head = self.head();
+        let current = head.size;
         if to > current {
             return Err(LedgerError::OutOfRange {
                 what: "to",
@@ -894,13 +899,14 @@ impl Ledger {
                 tree_size: current,
             });
         }
-        let mut nodes = Memo::new(TileReader::new(&self.inner.store));
+        let mut nodes = Memo::new(TileReader::new(&self.inner.store, &head.edge));
         tree::consistency_path(&mut nodes, from, to)
     }
 
     /// Root hash of the tree at an earlier size.
     pub fn root_at(&self, tree_size: u64) -> Result<Hash, LedgerError> {
-        let current = self.head().size;
+        let head = self.head();
+        let current = head.size;
         if tree_size > current {
             return Err(LedgerError::OutOfRange {
                 what: "tree_size",
@@ -908,7 +914,7 @@ impl Ledger {
                 tree_size: current,
             });
         }
-        let mut nodes = Memo::new(TileReader::new(&self.inner.store));
+        let mut nodes = Memo::new(TileReader::new(&self.inner.store, &head.edge));
         tree::subtree_hash(&mut nodes, 0, tree_size)
     }
 

@@ -43,6 +43,8 @@ pub struct Head {
     pub root: Hash,
     /// The C2SP signed note of the checkpoint for `size`.
     pub checkpoint: String,
+    /// The interiors of the right-edge tiles at `size`, which the store does not hold.
+    pub(crate) edge: crate::tiles::Edge,
 }
 
 /// What [`crate::Ledger::subscribe`] receivers get after each batch: the records
@@ -477,6 +479,14 @@ impl Writer {
             .collect::<Result<Vec<_>, _>>()?;
         let frontier = Frontier::from_parts(state.size, hashes)?;
         let tiles = TileRows::load(&store, state.size)?;
+        // The opening head gets the right edge's interiors, hashed again from the rows.
+        let head = shared.head();
+        if head.size == state.size {
+            shared.set_head(Head {
+                edge: tiles.edge(),
+                ..(*head).clone()
+            });
+        }
         Ok(Writer {
             origin: key.read().map_or_else(
                 |p| p.into_inner().name().to_owned(),
@@ -1043,6 +1053,7 @@ impl Writer {
                 size,
                 root,
                 checkpoint: note,
+                edge: self.tiles.edge(),
             },
         ))
     }
@@ -1087,7 +1098,10 @@ impl Committer {
                 refuse(std::mem::take(&mut s.outcomes));
             } else if let Some(batch) = s.batch.take() {
                 let started = Instant::now();
-                let written = debug_span!("commit", size = end).in_scope(|| batch.commit());
+                let written = debug_span!("commit", size = end).in_scope(|| {
+                    let _gate = store.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
+                    batch.commit()
+                });
                 metrics
                     .commit_seconds
                     .observe(started.elapsed().as_secs_f64());
@@ -1233,6 +1247,7 @@ mod tests {
                 size: 0,
                 root: Hash([0; 32]),
                 checkpoint: String::new(),
+                edge: Default::default(),
             })),
             appended: tokio::sync::broadcast::channel(1).0,
             poisoned: AtomicBool::new(false),

@@ -6,7 +6,7 @@
 //! | `entries`  | index (u64 BE)                        | leaf bytes                            |
 //! | `payloads` | index (u64 BE)                        | salt (32) ‖ RFC 8785 payload          |
 //! | `tiles`    | level (u8) ‖ tile index (u64 BE)      | concatenated 32-byte hashes (≤ 256)   |
-//! | `inner`    | level (u8) ‖ tile index (u64 BE)      | a tile's 254 interior hashes (full tiles and the right edge) |
+//! | `inner`    | level (u8) ‖ tile index (u64 BE)      | a full tile's 254 interior hashes (the right edge's are in the head) |
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
 //! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
@@ -99,6 +99,15 @@ pub(crate) const JOURNALS_TO_FREE: usize = 3;
 /// written them all the old journals go. Called by the upkeep thread every 100 ms; `last` is
 /// when it last rotated, and it waits a second between rotations so as not to cut the
 /// memtables into slivers while the flusher catches up.
+///
+/// Each rotation seals the shared journal and starts a new one. The round holds
+/// [`Store::commit_gate`], so no batch is committed between its rotations: the journals it
+/// seals stay empty and go as soon as the flusher is done. Without the gate, every partition
+/// rotated early in the round took writes from the journals sealed after it, pinning them
+/// until its next rotation, and the round repeated every second, each time stalling commits
+/// for the ~15 ms its dozen journal rotations take (`docs/benchmarks.md`, session 10). It
+/// skips a tick rather than wait for the gate: a commit halted by fjall waits for the flushes
+/// that [`unstall_flushes`], on the same thread, may have to unblock.
 pub(crate) fn free_journals(
     store: &Store,
     last: &mut Option<std::time::Instant>,
@@ -108,6 +117,11 @@ pub(crate) fn free_journals(
     {
         return Ok(false);
     }
+    let _gate = match store.commit_gate.try_lock() {
+        Ok(gate) => gate,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+    };
     *last = Some(std::time::Instant::now());
     rotate_all(store)
 }
@@ -153,6 +167,9 @@ pub(crate) struct Store {
     pub(crate) actors: PartitionHandle,
     pub(crate) decisions: PartitionHandle,
     pub(crate) pending: PartitionHandle,
+    /// Held by the committer while it commits a batch, and by [`free_journals`] while it
+    /// rotates every partition, so that no write lands between those rotations.
+    pub(crate) commit_gate: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -196,6 +213,7 @@ impl Store {
             pending: open("pending", false, false)?,
             keyspace,
             _lock: std::sync::Arc::new(lock),
+            commit_gate: Default::default(),
         })
     }
 
@@ -398,18 +416,21 @@ pub(crate) fn hash_at(tile: &[u8], pos: usize) -> Option<Hash> {
     Hash::from_slice(bytes).ok()
 }
 
-/// Reads stored nodes: tile rows (heights 0, 8, 16, …) and the interiors of full tiles,
-/// keeping the last row and interior read.
+/// Reads stored nodes: tile rows (heights 0, 8, 16, …) and tile interiors, keeping the last
+/// row and interior read. Interiors come from the store for full tiles and from `edge` (the
+/// reader's head) for the right edge's.
 pub(crate) struct TileReader<'a> {
     store: &'a Store,
+    edge: &'a crate::tiles::Edge,
     row: Option<((u8, u64), Slice)>,
     inner: Option<((u8, u64), Option<Slice>)>,
 }
 
 impl<'a> TileReader<'a> {
-    pub(crate) fn new(store: &'a Store) -> TileReader<'a> {
+    pub(crate) fn new(store: &'a Store, edge: &'a crate::tiles::Edge) -> TileReader<'a> {
         TileReader {
             store,
+            edge,
             row: None,
             inner: None,
         }
@@ -446,6 +467,7 @@ impl NodeReader for TileReader<'_> {
         }
         let tile_index = (index << j) / TILE_WIDTH;
         let pos = index - tile_index * (TILE_WIDTH >> j);
+        let slot = crate::tree::inner_slot(j, pos);
         let key = (level, tile_index);
         let inner = match &self.inner {
             Some((k, t)) if *k == key => t,
@@ -454,11 +476,13 @@ impl NodeReader for TileReader<'_> {
                 &self.inner.insert((key, t)).1
             }
         };
-        // An all-zero slot is a node that was not complete when the interior was written.
-        Ok(inner
+        // An all-zero slot is a node that was not complete when the interior was written (a
+        // right-edge interior written by a version before the edge was published instead).
+        let stored = inner
             .as_ref()
-            .and_then(|t| hash_at(t, crate::tree::inner_slot(j, pos)))
-            .filter(|h| h.0 != [0u8; 32]))
+            .and_then(|t| hash_at(t, slot))
+            .filter(|h| h.0 != [0u8; 32]);
+        Ok(stored.or_else(|| self.edge.node(level, tile_index, slot)))
     }
 }
 

@@ -1,5 +1,11 @@
 //! The writer's view of the right edge of every tile row: the current (partial) tile of each
 //! level, kept in memory (at most 8 levels × 8 KiB) and written back after each batch.
+//!
+//! The interiors of the right-edge tiles are not written back: readers find them in the
+//! published [`Edge`], and a restart hashes them again from the rows. A full tile's interior is
+//! written once, in the batch that completes the tile.
+
+use std::sync::Arc;
 
 use provledger_signer::Hash;
 
@@ -14,8 +20,32 @@ struct Row {
     tile_index: u64,
     bytes: Vec<u8>,
     dirty: bool,
-    /// Interior nodes of the current tile, filled as the frontier completes them.
-    inner: Vec<u8>,
+    /// Whether the interior of the current tile, full, was written already.
+    inner_written: bool,
+    /// Interior nodes of the current tile, filled as the frontier completes them; shared with
+    /// the heads published since (copied on the first write after each).
+    inner: Arc<Vec<u8>>,
+}
+
+/// The interiors of the right-edge (partial) tiles as of one published head: `(level, tile
+/// index, 254 interior hashes)`, a zero slot for a node not complete yet.
+///
+/// A node complete at some tree size never changes, so the interior published with a later
+/// head also serves proofs at any earlier size: such proofs only ask for nodes that were
+/// complete then.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Edge(Vec<(u8, u64, Arc<Vec<u8>>)>);
+
+impl Edge {
+    /// Interior slot `slot` of tile `tile_index` at `level`, if this edge holds that tile and
+    /// the node is complete.
+    pub(crate) fn node(&self, level: u8, tile_index: u64, slot: usize) -> Option<Hash> {
+        let (_, _, inner) = self
+            .0
+            .iter()
+            .find(|(l, t, _)| *l == level && *t == tile_index)?;
+        crate::store::hash_at(inner, slot).filter(|h| h.0 != [0u8; 32])
+    }
 }
 
 /// Which partition a tile write goes to.
@@ -58,9 +88,10 @@ impl TileRows {
             };
             rows.push(Row {
                 tile_index,
-                inner: inner_nodes(&bytes),
+                inner: Arc::new(inner_nodes(&bytes)),
                 bytes,
                 dirty: false,
+                inner_written: false,
             });
         }
         Ok(TileRows {
@@ -81,7 +112,7 @@ impl TileRows {
             // arrived first, so `row.tile_index` is already this node's tile.
             let pos = index - row.tile_index * (TILE_WIDTH >> j);
             let at = inner_slot(j, pos) * HASH_LEN;
-            if let Some(slot) = row.inner.get_mut(at..at + HASH_LEN) {
+            if let Some(slot) = Arc::make_mut(&mut row.inner).get_mut(at..at + HASH_LEN) {
                 slot.copy_from_slice(hash.as_bytes());
             }
             return;
@@ -92,20 +123,27 @@ impl TileRows {
                 &mut row.bytes,
                 Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN),
             );
-            let inner = std::mem::replace(&mut row.inner, vec![0u8; INNER_NODES * HASH_LEN]);
+            let inner =
+                std::mem::replace(&mut row.inner, Arc::new(vec![0u8; INNER_NODES * HASH_LEN]));
             if row.dirty {
                 self.completed
                     .push((TileKind::Row, level, row.tile_index, full));
+            }
+            if !row.inner_written {
+                let inner = Arc::try_unwrap(inner).unwrap_or_else(|shared| (*shared).clone());
                 self.completed
                     .push((TileKind::Inner, level, row.tile_index, inner));
             }
             row.tile_index = tile_index;
+            row.inner_written = false;
         }
         row.bytes.extend_from_slice(hash.as_bytes());
         row.dirty = true;
     }
 
-    /// Tiles changed since the last call: `(kind, level, tile index, bytes)`.
+    /// Tiles changed since the last call: `(kind, level, tile index, bytes)`. Every changed
+    /// row, and the interior of every tile completed since, once; not the interiors of partial
+    /// tiles (see [`TileRows::edge`]).
     pub(crate) fn take_dirty(&mut self) -> Vec<(TileKind, u8, u64, Vec<u8>)> {
         let mut out = std::mem::take(&mut self.completed);
         for (level, row) in self.rows.iter_mut().enumerate() {
@@ -116,19 +154,38 @@ impl TileRows {
                     row.tile_index,
                     row.bytes.clone(),
                 ));
-                // The interior of the right-edge tile too, so proofs against the newest
-                // checkpoint read the nodes the writer already hashed instead of rehashing
-                // them; slots of nodes not complete yet are zero and never asked for.
-                out.push((
-                    TileKind::Inner,
-                    level as u8,
-                    row.tile_index,
-                    row.inner.clone(),
-                ));
                 row.dirty = false;
+                // A tile that filled up in this batch: its interior is complete, and a restart
+                // would start the row at the next tile.
+                if row.bytes.len() == TILE_WIDTH as usize * HASH_LEN && !row.inner_written {
+                    out.push((
+                        TileKind::Inner,
+                        level as u8,
+                        row.tile_index,
+                        row.inner.to_vec(),
+                    ));
+                    row.inner_written = true;
+                }
             }
         }
         out
+    }
+
+    /// The interiors of the non-empty right-edge tiles, to publish with the head.
+    ///
+    /// Writing them to the store after every batch cost 8 KiB per level and batch: under many
+    /// small concurrent appends, more than the records themselves (`docs/benchmarks.md`,
+    /// session 10). Proofs against the newest checkpoint read them from here instead, without
+    /// hashing the tile again.
+    pub(crate) fn edge(&self) -> Edge {
+        Edge(
+            self.rows
+                .iter()
+                .enumerate()
+                .filter(|(_, row)| !row.bytes.is_empty())
+                .map(|(level, row)| (level as u8, row.tile_index, Arc::clone(&row.inner)))
+                .collect(),
+        )
     }
 }
 
@@ -136,4 +193,80 @@ impl TileRows {
 pub(crate) fn row_len(size: u64, level: u8) -> u64 {
     size.checked_shr(u32::from(level) * u32::from(TILE_HEIGHT))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
+
+    use super::*;
+    use crate::tree::Frontier;
+
+    fn leaf(i: u64) -> Hash {
+        provledger_signer::leaf_hash(&i.to_be_bytes())
+    }
+
+    #[test]
+    fn right_edge_interiors_are_published_not_written_and_full_ones_are_written_once() {
+        // Batches of 8 fill tile 0 exactly at the end of a batch; batches of 7 in the middle.
+        for batch in [7u64, 8] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let mut rows = TileRows::load(&store, 0).unwrap();
+            let mut frontier = Frontier::from_parts(0, Vec::new()).unwrap();
+            let mut row0 = Vec::new();
+            let mut interiors = Vec::new();
+            for i in 0..300u64 {
+                let h = leaf(i);
+                row0.extend_from_slice(h.as_bytes());
+                frontier.push(h, |height, index, node| rows.on_node(height, index, node));
+                if i % batch != batch - 1 && i != 299 {
+                    continue;
+                }
+                // The batch is sealed.
+                for (kind, level, index, bytes) in rows.take_dirty() {
+                    if kind == TileKind::Inner {
+                        interiors.push((level, index, bytes));
+                    }
+                }
+                let width = row0.len() / HASH_LEN % TILE_WIDTH as usize;
+                let tile = (i + 1) / TILE_WIDTH;
+                let partial = &row0[row0.len() - width * HASH_LEN..];
+                let want = inner_nodes(partial);
+                let edge = rows.edge();
+                for slot in 0..INNER_NODES {
+                    let node = crate::store::hash_at(&want, slot).filter(|h| h.0 != [0; 32]);
+                    assert_eq!(edge.node(0, tile, slot), node, "slot {slot} after {i}");
+                }
+                assert_eq!(edge.node(0, tile + 1, 0), None);
+            }
+            // Exactly one interior was written: tile 0 of level 0, once it was full.
+            assert_eq!(interiors.len(), 1, "batches of {batch}");
+            let (level, index, bytes) = &interiors[0];
+            assert_eq!((*level, *index), (0, 0));
+            assert_eq!(bytes, &inner_nodes(&row0[..TILE_WIDTH as usize * HASH_LEN]));
+        }
+    }
+
+    #[test]
+    fn a_published_edge_keeps_its_nodes_while_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut rows = TileRows::load(&store, 0).unwrap();
+        let mut frontier = Frontier::from_parts(0, Vec::new()).unwrap();
+        for i in 0..4u64 {
+            frontier.push(leaf(i), |h, x, n| rows.on_node(h, x, n));
+        }
+        let early = rows.edge();
+        let node = early.node(0, 0, inner_slot(2, 0)).unwrap();
+        for i in 4..8u64 {
+            frontier.push(leaf(i), |h, x, n| rows.on_node(h, x, n));
+        }
+        // The early edge does not see nodes completed after it was published...
+        assert_eq!(early.node(0, 0, inner_slot(3, 0)), None);
+        // ...and the later one has the same value for the node both hold.
+        let late = rows.edge();
+        assert_eq!(late.node(0, 0, inner_slot(2, 0)), Some(node));
+        assert!(late.node(0, 0, inner_slot(3, 0)).is_some());
+    }
 }
