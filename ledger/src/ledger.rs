@@ -926,16 +926,26 @@ impl Ledger {
         index: u64,
         width: Option<u16>,
     ) -> Result<Option<Vec<u8>>, LedgerError> {
-        let count = row_len(self.head().size, level);
+        let head = self.head();
+        let count = row_len(head.size, level);
         let Some(want) = tile_width(count, index, width) else {
             return Ok(None);
         };
+        let want_bytes = want as usize * HASH_LEN;
+        // The right edge as published: level 0's tile there is not stored.
+        if let Some(bytes) = head
+            .edge
+            .row(level, index)
+            .and_then(|r| r.get(..want_bytes))
+        {
+            return Ok(Some(bytes.to_vec()));
+        }
         let Some(stored) = self.inner.store.tile(level, index)? else {
             return Err(LedgerError::Corrupt(format!(
                 "tile {level}/{index} is missing"
             )));
         };
-        let bytes = stored.get(..want as usize * HASH_LEN).ok_or_else(|| {
+        let bytes = stored.get(..want_bytes).ok_or_else(|| {
             LedgerError::Corrupt(format!(
                 "tile {level}/{index} is shorter than the tree needs"
             ))

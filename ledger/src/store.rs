@@ -5,7 +5,7 @@
 //! |------------|---------------------------------------|---------------------------------------|
 //! | `entries`  | index (u64 BE)                        | leaf bytes                            |
 //! | `payloads` | index (u64 BE)                        | salt (32) ‖ RFC 8785 payload          |
-//! | `tiles`    | level (u8) ‖ tile index (u64 BE)      | concatenated 32-byte hashes (≤ 256)   |
+//! | `tiles`    | level (u8) ‖ tile index (u64 BE)      | concatenated 32-byte hashes (≤ 256); not level 0's partial tile (in the head) |
 //! | `inner`    | level (u8) ‖ tile index (u64 BE)      | a full tile's 254 interior hashes (the right edge's are in the head) |
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
 //! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
@@ -417,12 +417,12 @@ pub(crate) fn hash_at(tile: &[u8], pos: usize) -> Option<Hash> {
 }
 
 /// Reads stored nodes: tile rows (heights 0, 8, 16, …) and tile interiors, keeping the last
-/// row and interior read. Interiors come from the store for full tiles and from `edge` (the
-/// reader's head) for the right edge's.
+/// row and interior read. What the store does not hold of the right edge (level 0's tile, the
+/// interiors) comes from `edge`, the reader's head.
 pub(crate) struct TileReader<'a> {
     store: &'a Store,
     edge: &'a crate::tiles::Edge,
-    row: Option<((u8, u64), Slice)>,
+    row: Option<((u8, u64), Option<Slice>)>,
     inner: Option<((u8, u64), Option<Slice>)>,
 }
 
@@ -443,16 +443,20 @@ impl<'a> TileReader<'a> {
         let tile = match &self.row {
             Some((k, t)) if *k == key => t,
             _ => {
-                let t = self.store.tile(level, tile_index)?.ok_or_else(|| {
-                    LedgerError::Corrupt(format!("tile {level}/{tile_index} is missing"))
-                })?;
+                let t = self.store.tile(level, tile_index)?;
                 &self.row.insert((key, t)).1
             }
         };
-        hash_at(tile, pos).ok_or_else(|| {
+        // Level 0's right-edge tile is not stored (or, from an earlier version, only a prefix).
+        let found = tile.as_deref().and_then(|t| hash_at(t, pos)).or_else(|| {
+            self.edge
+                .row(level, tile_index)
+                .and_then(|t| hash_at(t, pos))
+        });
+        found.ok_or_else(|| {
             LedgerError::Corrupt(format!(
-                "tile {level}/{tile_index} holds {} hashes, node {pos} was needed",
-                tile.len() / HASH_LEN
+                "tile {level}/{tile_index} does not hold node {pos} (stored: {} hashes)",
+                tile.as_ref().map_or(0, |t| t.len() / HASH_LEN)
             ))
         })
     }

@@ -1,9 +1,10 @@
 //! The writer's view of the right edge of every tile row: the current (partial) tile of each
 //! level, kept in memory (at most 8 levels × 8 KiB) and written back after each batch.
 //!
-//! The interiors of the right-edge tiles are not written back: readers find them in the
-//! published [`Edge`], and a restart hashes them again from the rows. A full tile's interior is
-//! written once, in the batch that completes the tile.
+//! Two things are not written back after each batch, because they change with every batch:
+//! the right-edge tile of level 0, and the interiors of the right-edge tiles. Readers find them
+//! in the published [`Edge`]; a restart hashes them again, level 0's from the stored entries.
+//! A full tile and its interior are written once, in the batch that completes the tile.
 
 use std::sync::Arc;
 
@@ -18,7 +19,8 @@ const LEVELS: u8 = 64 / TILE_HEIGHT;
 
 struct Row {
     tile_index: u64,
-    bytes: Vec<u8>,
+    /// The current tile's hashes; shared with the heads published since, like `inner`.
+    bytes: Arc<Vec<u8>>,
     dirty: bool,
     /// Whether the interior of the current tile, full, was written already.
     inner_written: bool,
@@ -27,24 +29,41 @@ struct Row {
     inner: Arc<Vec<u8>>,
 }
 
-/// The interiors of the right-edge (partial) tiles as of one published head: `(level, tile
-/// index, 254 interior hashes)`, a zero slot for a node not complete yet.
+/// The right-edge tiles as of one published head: per level, its tile index, hashes and
+/// interior (254 hashes, a zero slot for a node not complete yet).
 ///
-/// A node complete at some tree size never changes, so the interior published with a later
-/// head also serves proofs at any earlier size: such proofs only ask for nodes that were
-/// complete then.
+/// A node complete at some tree size never changes, and a tile only grows, so the edge
+/// published with a later head also serves proofs and tiles at any earlier size: they only ask
+/// for nodes that were complete then.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Edge(Vec<(u8, u64, Arc<Vec<u8>>)>);
+pub(crate) struct Edge(Vec<EdgeTile>);
+
+/// One level's right-edge tile in an [`Edge`].
+#[derive(Clone, Debug)]
+struct EdgeTile {
+    level: u8,
+    tile_index: u64,
+    row: Arc<Vec<u8>>,
+    inner: Arc<Vec<u8>>,
+}
 
 impl Edge {
+    /// The hashes of tile `tile_index` at `level`, if this edge holds that tile.
+    pub(crate) fn row(&self, level: u8, tile_index: u64) -> Option<&[u8]> {
+        self.tile(level, tile_index).map(|t| t.row.as_slice())
+    }
+
+    fn tile(&self, level: u8, tile_index: u64) -> Option<&EdgeTile> {
+        self.0
+            .iter()
+            .find(|t| t.level == level && t.tile_index == tile_index)
+    }
+
     /// Interior slot `slot` of tile `tile_index` at `level`, if this edge holds that tile and
     /// the node is complete.
     pub(crate) fn node(&self, level: u8, tile_index: u64, slot: usize) -> Option<Hash> {
-        let (_, _, inner) = self
-            .0
-            .iter()
-            .find(|(l, t, _)| *l == level && *t == tile_index)?;
-        crate::store::hash_at(inner, slot).filter(|h| h.0 != [0u8; 32])
+        let tile = self.tile(level, tile_index)?;
+        crate::store::hash_at(&tile.inner, slot).filter(|h| h.0 != [0u8; 32])
     }
 }
 
@@ -64,7 +83,8 @@ pub(crate) struct TileRows {
 }
 
 impl TileRows {
-    /// Loads the partial tiles of a tree of `size` leaves from the store.
+    /// Loads the partial tiles of a tree of `size` leaves from the store: level 0's hashed
+    /// from the entries, the others as stored.
     pub(crate) fn load(store: &Store, size: u64) -> Result<TileRows, LedgerError> {
         let mut rows = Vec::with_capacity(LEVELS as usize);
         for level in 0..LEVELS {
@@ -73,6 +93,8 @@ impl TileRows {
             let width = (count % TILE_WIDTH) as usize;
             let bytes = if width == 0 {
                 Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN)
+            } else if level == 0 {
+                hash_entries(store, tile_index * TILE_WIDTH, count)?
             } else {
                 let stored = store.tile(level, tile_index)?.ok_or_else(|| {
                     LedgerError::Corrupt(format!("tile {level}/{tile_index} is missing"))
@@ -89,7 +111,7 @@ impl TileRows {
             rows.push(Row {
                 tile_index,
                 inner: Arc::new(inner_nodes(&bytes)),
-                bytes,
+                bytes: Arc::new(bytes),
                 dirty: false,
                 inner_written: false,
             });
@@ -121,11 +143,12 @@ impl TileRows {
         if row.tile_index != tile_index {
             let full = std::mem::replace(
                 &mut row.bytes,
-                Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN),
+                Arc::new(Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN)),
             );
             let inner =
                 std::mem::replace(&mut row.inner, Arc::new(vec![0u8; INNER_NODES * HASH_LEN]));
             if row.dirty {
+                let full = Arc::try_unwrap(full).unwrap_or_else(|shared| (*shared).clone());
                 self.completed
                     .push((TileKind::Row, level, row.tile_index, full));
             }
@@ -137,27 +160,30 @@ impl TileRows {
             row.tile_index = tile_index;
             row.inner_written = false;
         }
-        row.bytes.extend_from_slice(hash.as_bytes());
+        Arc::make_mut(&mut row.bytes).extend_from_slice(hash.as_bytes());
         row.dirty = true;
     }
 
-    /// Tiles changed since the last call: `(kind, level, tile index, bytes)`. Every changed
-    /// row, and the interior of every tile completed since, once; not the interiors of partial
-    /// tiles (see [`TileRows::edge`]).
+    /// Tiles changed since the last call: `(kind, level, tile index, bytes)`. Every full tile
+    /// and its interior, once; every changed partial tile above level 0; not level 0's partial
+    /// tile nor the interiors of partial tiles (see [`TileRows::edge`]).
     pub(crate) fn take_dirty(&mut self) -> Vec<(TileKind, u8, u64, Vec<u8>)> {
         let mut out = std::mem::take(&mut self.completed);
         for (level, row) in self.rows.iter_mut().enumerate() {
             if row.dirty {
-                out.push((
-                    TileKind::Row,
-                    level as u8,
-                    row.tile_index,
-                    row.bytes.clone(),
-                ));
+                let full = row.bytes.len() == TILE_WIDTH as usize * HASH_LEN;
+                if level > 0 || full {
+                    out.push((
+                        TileKind::Row,
+                        level as u8,
+                        row.tile_index,
+                        row.bytes.to_vec(),
+                    ));
+                }
                 row.dirty = false;
                 // A tile that filled up in this batch: its interior is complete, and a restart
                 // would start the row at the next tile.
-                if row.bytes.len() == TILE_WIDTH as usize * HASH_LEN && !row.inner_written {
+                if full && !row.inner_written {
                     out.push((
                         TileKind::Inner,
                         level as u8,
@@ -171,22 +197,40 @@ impl TileRows {
         out
     }
 
-    /// The interiors of the non-empty right-edge tiles, to publish with the head.
+    /// The non-empty right-edge tiles and their interiors, to publish with the head.
     ///
-    /// Writing them to the store after every batch cost 8 KiB per level and batch: under many
-    /// small concurrent appends, more than the records themselves (`docs/benchmarks.md`,
-    /// session 10). Proofs against the newest checkpoint read them from here instead, without
-    /// hashing the tile again.
+    /// Writing level 0's tile and every interior to the store after every batch cost up to
+    /// 8 KiB each per batch: under many small concurrent appends, more than the records
+    /// themselves (`docs/benchmarks.md`, session 10). Readers of the newest tiles take them
+    /// from here instead.
     pub(crate) fn edge(&self) -> Edge {
         Edge(
             self.rows
                 .iter()
                 .enumerate()
                 .filter(|(_, row)| !row.bytes.is_empty())
-                .map(|(level, row)| (level as u8, row.tile_index, Arc::clone(&row.inner)))
+                .map(|(level, row)| EdgeTile {
+                    level: level as u8,
+                    tile_index: row.tile_index,
+                    row: Arc::clone(&row.bytes),
+                    inner: Arc::clone(&row.inner),
+                })
                 .collect(),
         )
     }
+}
+
+/// The leaf hashes of entries `from..to`, concatenated.
+fn hash_entries(store: &Store, from: u64, to: u64) -> Result<Vec<u8>, LedgerError> {
+    let mut out = Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN);
+    for index in from..to {
+        let leaf = store
+            .entries
+            .get(index.to_be_bytes())?
+            .ok_or_else(|| LedgerError::Corrupt(format!("entry {index} is missing")))?;
+        out.extend_from_slice(provledger_signer::leaf_hash(&leaf).as_bytes());
+    }
+    Ok(out)
 }
 
 /// Number of hashes in tile row `level` of a tree of `size` leaves.
@@ -207,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn right_edge_interiors_are_published_not_written_and_full_ones_are_written_once() {
+    fn the_right_edge_is_published_not_written_and_full_tiles_are_written_once() {
         // Batches of 8 fill tile 0 exactly at the end of a batch; batches of 7 in the middle.
         for batch in [7u64, 8] {
             let dir = tempfile::tempdir().unwrap();
@@ -216,6 +260,7 @@ mod tests {
             let mut frontier = Frontier::from_parts(0, Vec::new()).unwrap();
             let mut row0 = Vec::new();
             let mut interiors = Vec::new();
+            let mut level0 = Vec::new();
             for i in 0..300u64 {
                 let h = leaf(i);
                 row0.extend_from_slice(h.as_bytes());
@@ -225,8 +270,10 @@ mod tests {
                 }
                 // The batch is sealed.
                 for (kind, level, index, bytes) in rows.take_dirty() {
-                    if kind == TileKind::Inner {
-                        interiors.push((level, index, bytes));
+                    match kind {
+                        TileKind::Inner => interiors.push((level, index, bytes)),
+                        TileKind::Row if level == 0 => level0.push((index, bytes)),
+                        TileKind::Row => {}
                     }
                 }
                 let width = row0.len() / HASH_LEN % TILE_WIDTH as usize;
@@ -239,7 +286,14 @@ mod tests {
                     assert_eq!(edge.node(0, tile, slot), node, "slot {slot} after {i}");
                 }
                 assert_eq!(edge.node(0, tile + 1, 0), None);
+                if width > 0 {
+                    assert_eq!(edge.row(0, tile), Some(partial));
+                }
             }
+            // Level 0's tile was written once, when full; its partial states never.
+            assert_eq!(level0.len(), 1, "batches of {batch}");
+            assert_eq!(level0[0].0, 0);
+            assert_eq!(level0[0].1, &row0[..TILE_WIDTH as usize * HASH_LEN]);
             // Exactly one interior was written: tile 0 of level 0, once it was full.
             assert_eq!(interiors.len(), 1, "batches of {batch}");
             let (level, index, bytes) = &interiors[0];
