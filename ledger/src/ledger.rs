@@ -1005,3 +1005,80 @@ fn tile_width(count: u64, index: u64, width: Option<u16>) -> Option<u64> {
         Some(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // tests: a panic is a failure report
+
+    use super::*;
+    use crate::store::tile_key;
+    use crate::LedgerConfig;
+
+    fn record(i: u64) -> PreparedRecord {
+        let input: RecordInput = serde_json::from_value(serde_json::json!({
+            "kind": "input",
+            "entity": format!("doc:{}", i % 5),
+            "actor": {"type": "agent", "id": "a1"},
+            "payload": {"i": i},
+        }))
+        .unwrap();
+        PreparedRecord::prepare(input, "record").unwrap()
+    }
+
+    /// Until session 10 the writer stored level 0's right-edge tile and the right edge's
+    /// interiors after every batch. A data directory it left holds them as of its last batch;
+    /// appending to it with this version makes them stale prefixes, which must read as such.
+    #[test]
+    fn a_right_edge_stored_by_an_earlier_version_is_read_as_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate("test.example/log").unwrap();
+        let vkey = key.verifier();
+        let skey = key.to_skey().to_string();
+        let open = || {
+            let key = SigningKey::from_skey(&skey).unwrap();
+            Ledger::open(
+                &LedgerConfig::new(dir.path()),
+                key,
+                &prometheus::Registry::new(),
+            )
+            .unwrap()
+        };
+        open()
+            .append_blocking((0..100).map(record).collect())
+            .unwrap();
+        {
+            // What the earlier version left after its batch of records 0–59.
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let row: Vec<u8> = (0..60u64)
+                .flat_map(|i| leaf_hash(&store.entries.get(i.to_be_bytes()).unwrap().unwrap()).0)
+                .collect();
+            store.tiles.insert(tile_key(0, 0), &row).unwrap();
+            let inner = tree::inner_nodes(&row);
+            store.inner.insert(tile_key(0, 0), inner).unwrap();
+            store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        let ledger = open();
+        ledger
+            .append_blocking((100..150).map(record).collect())
+            .unwrap();
+        let hashes: Vec<Hash> = (0..150)
+            .map(|i| leaf_hash(&ledger.leaf(i).unwrap()))
+            .collect();
+        let head = ledger.head();
+        assert_eq!(head.root, provledger_signer::root_of(&hashes));
+        for index in 0..150 {
+            let p = ledger.inclusion_proof(index, None).unwrap();
+            assert_eq!(p.leaf_hash, hashes[index as usize]);
+            provledger_signer::verify_inclusion(&p.leaf_hash, index, 150, &p.hashes, &head.root)
+                .unwrap();
+        }
+        let row: Vec<u8> = hashes.iter().flat_map(|h| h.0).collect();
+        assert_eq!(ledger.tile(0, 0, Some(150)).unwrap().unwrap(), row);
+        assert_eq!(
+            ledger.tile(0, 0, Some(60)).unwrap().unwrap(),
+            &row[..60 * 32]
+        );
+        drop(ledger);
+        crate::verify_data_dir(dir.path(), &vkey, |_, _| {}).unwrap();
+    }
+}
