@@ -43,7 +43,8 @@ pub struct Head {
     pub root: Hash,
     /// The C2SP signed note of the checkpoint for `size`.
     pub checkpoint: String,
-    /// The interiors of the right-edge tiles at `size`, which the store does not hold.
+    /// The right-edge tiles at `size` (hashes and interiors), part of which the store does not
+    /// hold: level 0's partial tile and every partial tile's interior.
     pub(crate) edge: crate::tiles::Edge,
 }
 
@@ -479,7 +480,7 @@ impl Writer {
             .collect::<Result<Vec<_>, _>>()?;
         let frontier = Frontier::from_parts(state.size, hashes)?;
         let tiles = TileRows::load(&store, state.size)?;
-        // The opening head gets the right edge's interiors, hashed again from the rows.
+        // The opening head gets the right edge, level 0's hashed again from the entries.
         let head = shared.head();
         if head.size == state.size {
             shared.set_head(Head {
