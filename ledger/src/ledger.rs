@@ -1050,7 +1050,7 @@ mod tests {
             // What the earlier version left after its batch of records 0–59.
             let store = Store::open(dir.path(), 1 << 20).unwrap();
             let row: Vec<u8> = (0..60u64)
-                .flat_map(|i| leaf_hash(&store.entries.get(i.to_be_bytes()).unwrap().unwrap()).0)
+                .flat_map(|i| leaf_hash(&store.entry(i).unwrap().unwrap()).0)
                 .collect();
             store.tiles.insert(tile_key(0, 0), &row).unwrap();
             let inner = tree::inner_nodes(&row);

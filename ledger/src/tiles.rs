@@ -22,8 +22,9 @@ struct Row {
     /// The current tile's hashes; shared with the heads published since, like `inner`.
     bytes: Arc<Vec<u8>>,
     dirty: bool,
-    /// Whether the interior of the current tile, full, was written already.
-    inner_written: bool,
+    /// Whether the current tile, full, was written already with its interior (by
+    /// [`TileRows::take_dirty`] when the tile filled up exactly at the end of a batch).
+    full_written: bool,
     /// Interior nodes of the current tile, filled as the frontier completes them; shared with
     /// the heads published since (copied on the first write after each).
     inner: Arc<Vec<u8>>,
@@ -113,7 +114,7 @@ impl TileRows {
                 inner: Arc::new(inner_nodes(&bytes)),
                 bytes: Arc::new(bytes),
                 dirty: false,
-                inner_written: false,
+                full_written: false,
             });
         }
         Ok(TileRows {
@@ -147,18 +148,15 @@ impl TileRows {
             );
             let inner =
                 std::mem::replace(&mut row.inner, Arc::new(vec![0u8; INNER_NODES * HASH_LEN]));
-            if row.dirty {
-                let full = Arc::try_unwrap(full).unwrap_or_else(|shared| (*shared).clone());
+            if !row.full_written {
+                let own = |t: Arc<Vec<u8>>| Arc::try_unwrap(t).unwrap_or_else(|t| (*t).clone());
                 self.completed
-                    .push((TileKind::Row, level, row.tile_index, full));
-            }
-            if !row.inner_written {
-                let inner = Arc::try_unwrap(inner).unwrap_or_else(|shared| (*shared).clone());
+                    .push((TileKind::Row, level, row.tile_index, own(full)));
                 self.completed
-                    .push((TileKind::Inner, level, row.tile_index, inner));
+                    .push((TileKind::Inner, level, row.tile_index, own(inner)));
             }
             row.tile_index = tile_index;
-            row.inner_written = false;
+            row.full_written = false;
         }
         Arc::make_mut(&mut row.bytes).extend_from_slice(hash.as_bytes());
         row.dirty = true;
@@ -170,28 +168,19 @@ impl TileRows {
     pub(crate) fn take_dirty(&mut self) -> Vec<(TileKind, u8, u64, Vec<u8>)> {
         let mut out = std::mem::take(&mut self.completed);
         for (level, row) in self.rows.iter_mut().enumerate() {
-            if row.dirty {
-                let full = row.bytes.len() == TILE_WIDTH as usize * HASH_LEN;
-                if level > 0 || full {
-                    out.push((
-                        TileKind::Row,
-                        level as u8,
-                        row.tile_index,
-                        row.bytes.to_vec(),
-                    ));
-                }
-                row.dirty = false;
-                // A tile that filled up in this batch: its interior is complete, and a restart
-                // would start the row at the next tile.
-                if full && !row.inner_written {
-                    out.push((
-                        TileKind::Inner,
-                        level as u8,
-                        row.tile_index,
-                        row.inner.to_vec(),
-                    ));
-                    row.inner_written = true;
-                }
+            if !row.dirty {
+                continue;
+            }
+            row.dirty = false;
+            let (level, index) = (level as u8, row.tile_index);
+            if row.bytes.len() == TILE_WIDTH as usize * HASH_LEN {
+                // Filled up in this batch: its interior is complete, and a restart would start
+                // the row at the next tile.
+                out.push((TileKind::Row, level, index, row.bytes.to_vec()));
+                out.push((TileKind::Inner, level, index, row.inner.to_vec()));
+                row.full_written = true;
+            } else if level > 0 {
+                out.push((TileKind::Row, level, index, row.bytes.to_vec()));
             }
         }
         out
@@ -225,8 +214,7 @@ fn hash_entries(store: &Store, from: u64, to: u64) -> Result<Vec<u8>, LedgerErro
     let mut out = Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN);
     for index in from..to {
         let leaf = store
-            .entries
-            .get(index.to_be_bytes())?
+            .entry(index)?
             .ok_or_else(|| LedgerError::Corrupt(format!("entry {index} is missing")))?;
         out.extend_from_slice(provledger_signer::leaf_hash(&leaf).as_bytes());
     }
