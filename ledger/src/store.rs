@@ -185,13 +185,28 @@ impl Store {
         // - bloom filters only help lookups of absent keys, which only `ids` and `idem` see
         //   (refs and retries); elsewhere they would cost memory for nothing;
         // - 16 MiB memtables for the partitions every append writes, bounded in total by the
-        //   keyspace's write buffer.
+        //   keyspace's write buffer;
+        // - `ids` (random keys, read only by point lookups, which its bloom filter answers
+        //   without opening a segment) lets 16 segments gather in level 0 before merging them,
+        //   not 4: every flush of random keys overlaps all of level 0 and 1, so each merge
+        //   rewrites everything there. A quarter of the merges saved ~1.5 ms of compaction per
+        //   1,000 records under batch ingest, and id lookups did not slow down
+        //   (`docs/benchmarks.md`, session 11). `versions` stays at 4: its reads are key ranges,
+        //   which visit every level-0 segment, and they took twice as long with 16.
         let open = |name: &str, hashes: bool, bloom: bool| {
             let mut o = PartitionCreateOptions::default()
                 .max_memtable_size(16 * 1024 * 1024)
                 .bloom_filter_bits(bloom.then_some(10));
             if hashes {
                 o = o.compression(fjall::CompressionType::None);
+            }
+            if name == "ids" {
+                o = o.compaction_strategy(fjall::compaction::Strategy::Leveled(
+                    fjall::compaction::Leveled {
+                        l0_threshold: 16,
+                        ..Default::default()
+                    },
+                ));
             }
             keyspace.open_partition(name, o)
         };
