@@ -133,7 +133,9 @@ pub struct Leaf {
 impl Leaf {
     /// The canonical leaf bytes.
     pub fn encode(&self) -> Result<Vec<u8>, LedgerError> {
-        let bytes = rmp_serde::to_vec_named(self)
+        // Most leaves are 200-400 bytes: one allocation, not a doubling from 8 bytes up.
+        let mut bytes = Vec::with_capacity(512);
+        rmp_serde::encode::write_named(&mut bytes, self)
             .map_err(|e| LedgerError::invalid("record", format!("cannot be encoded: {e}")))?;
         if bytes.len() > MAX_LEAF_BYTES {
             return Err(LedgerError::LeafTooLarge {
