@@ -183,7 +183,8 @@ impl Drop for Inner {
 
 /// The ledger's upkeep thread, until `stop` is set: unblocks stalled flushes
 /// ([`crate::store::unstall_flushes`]), frees journals pinned by small partitions
-/// ([`crate::store::free_journals`]) and records segment digests every
+/// ([`crate::store::free_journals`]), flushes the memtables of a quiet ledger
+/// ([`crate::store::flush_when_quiet`]) and records segment digests every
 /// [`crate::seal::SEAL_EVERY`].
 fn spawn_sealer(
     dir: PathBuf,
@@ -197,6 +198,7 @@ fn spawn_sealer(
             let tick = std::time::Duration::from_millis(100);
             let mut since_seal = std::time::Duration::ZERO;
             let mut journals_freed = None;
+            let mut quiet = crate::store::Quiet::default();
             loop {
                 std::thread::park_timeout(tick);
                 if flag.load(Ordering::Acquire) {
@@ -209,6 +211,11 @@ fn spawn_sealer(
                 }
                 match crate::store::free_journals(&store, &mut journals_freed) {
                     Ok(true) => tracing::debug!("rotated memtables to free old journals"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot rotate a memtable"),
+                }
+                match crate::store::flush_when_quiet(&store, &mut quiet) {
+                    Ok(true) => tracing::debug!("flushed the memtables of a quiet ledger"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "cannot rotate a memtable"),
                 }

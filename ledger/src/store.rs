@@ -126,6 +126,52 @@ pub(crate) fn free_journals(
     rotate_all(store)
 }
 
+/// Memtable bytes below which [`flush_when_quiet`] leaves the write buffer alone: a ledger
+/// that takes a record now and then would otherwise cut a segment per partition per quiet
+/// second, for little memory.
+pub(crate) const QUIET_FLUSH_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How long no write may land before [`flush_when_quiet`] flushes the memtables.
+pub(crate) const QUIET_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What [`flush_when_quiet`] last saw: fjall's sequence number and since when it has not moved.
+#[derive(Default)]
+pub(crate) struct Quiet {
+    seqno: u64,
+    since: Option<std::time::Instant>,
+    flushed: bool,
+}
+
+/// Flushes the memtables once writes have stopped for [`QUIET_AFTER`] and they hold at least
+/// [`QUIET_FLUSH_BYTES`]: otherwise the last burst's memtables (up to the 32 MiB write buffer)
+/// stay in memory for as long as the ledger is idle. Once per quiet spell; the pipeline's idle
+/// hook (`crate::idle`) then lets the allocator return the memory. Called by the upkeep thread
+/// every 100 ms; like [`free_journals`] it skips a tick while a batch is being committed.
+pub(crate) fn flush_when_quiet(store: &Store, quiet: &mut Quiet) -> Result<bool, LedgerError> {
+    let seqno = store.keyspace.instant();
+    if quiet.since.is_none() || seqno != quiet.seqno {
+        *quiet = Quiet {
+            seqno,
+            since: Some(std::time::Instant::now()),
+            flushed: false,
+        };
+        return Ok(false);
+    }
+    if quiet.flushed
+        || quiet.since.is_some_and(|t| t.elapsed() < QUIET_AFTER)
+        || store.keyspace.write_buffer_size() < QUIET_FLUSH_BYTES
+    {
+        return Ok(false);
+    }
+    let _gate = match store.commit_gate.try_lock() {
+        Ok(gate) => gate,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+    };
+    quiet.flushed = true;
+    rotate_all(store)
+}
+
 /// Takes the exclusive lock on `<dir>/provledger.lock` (creating `dir`): one process at a time
 /// owns a data directory. The lock lasts as long as the returned file is open.
 pub(crate) fn lock_data_dir(dir: &Path) -> Result<std::fs::File, LedgerError> {
@@ -204,6 +250,12 @@ impl Store {
                 o = o.compaction_strategy(fjall::compaction::Strategy::Leveled(
                     fjall::compaction::Leveled {
                         l0_threshold: 16,
+                        // Level 1's size is `target_size` × `l0_threshold`: 16 MiB × 16 keeps
+                        // it at the default 256 MiB. 64 MiB × 16 made it 1 GiB, and level 1
+                        // keeps denser bloom filters and its whole block index in memory: the
+                        // id index's filters took 23.0 MB at 11.2 M entries, 17.2 MB at 10.9 M
+                        // with 16 MiB (`docs/benchmarks.md`, session 11).
+                        target_size: 16 * 1024 * 1024,
                         ..Default::default()
                     },
                 ));
@@ -510,6 +562,42 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is a failure report
 
     use super::*;
+
+    #[test]
+    fn a_quiet_ledger_flushes_its_memtables_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let mut quiet = Quiet::default();
+        // Small writes stay in memory however long the ledger is quiet.
+        store
+            .entries
+            .insert(0u64.to_be_bytes(), [7u8; 300])
+            .unwrap();
+        assert!(!flush_when_quiet(&store, &mut quiet).unwrap());
+        std::thread::sleep(QUIET_AFTER + std::time::Duration::from_millis(50));
+        assert!(!flush_when_quiet(&store, &mut quiet).unwrap());
+        // A burst of writes: not flushed while writes keep landing, nor right after the last.
+        for i in 1..20_000u64 {
+            store.entries.insert(i.to_be_bytes(), [7u8; 300]).unwrap();
+        }
+        assert!(store.keyspace.write_buffer_size() >= QUIET_FLUSH_BYTES);
+        assert!(!flush_when_quiet(&store, &mut quiet).unwrap());
+        assert!(!flush_when_quiet(&store, &mut quiet).unwrap());
+        std::thread::sleep(QUIET_AFTER + std::time::Duration::from_millis(50));
+        assert!(flush_when_quiet(&store, &mut quiet).unwrap());
+        // Once per quiet spell.
+        assert!(!flush_when_quiet(&store, &mut quiet).unwrap());
+        assert!(crate::seal::settle(
+            &store,
+            std::time::Duration::from_secs(30)
+        ));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.keyspace.write_buffer_size() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(store.keyspace.write_buffer_size(), 0);
+        assert_eq!(store.entry(19_999).unwrap().map(|v| v.len()), Some(300));
+    }
 
     #[test]
     fn journals_pinned_by_a_small_partition_are_freed() {
