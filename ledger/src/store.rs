@@ -117,10 +117,8 @@ pub(crate) fn free_journals(
     {
         return Ok(false);
     }
-    let _gate = match store.commit_gate.try_lock() {
-        Ok(gate) => gate,
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+    let Some(_gate) = try_gate(store) else {
+        return Ok(false);
     };
     *last = Some(std::time::Instant::now());
     rotate_all(store)
@@ -163,13 +161,20 @@ pub(crate) fn flush_when_quiet(store: &Store, quiet: &mut Quiet) -> Result<bool,
     {
         return Ok(false);
     }
-    let _gate = match store.commit_gate.try_lock() {
-        Ok(gate) => gate,
-        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+    let Some(_gate) = try_gate(store) else {
+        return Ok(false);
     };
     quiet.flushed = true;
     rotate_all(store)
+}
+
+/// [`Store::commit_gate`] if no batch is being committed (a poisoned gate is still a gate).
+fn try_gate(store: &Store) -> Option<std::sync::MutexGuard<'_, ()>> {
+    match store.commit_gate.try_lock() {
+        Ok(gate) => Some(gate),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 /// Takes the exclusive lock on `<dir>/provledger.lock` (creating `dir`): one process at a time
