@@ -240,6 +240,13 @@ impl Ledger {
         registry: &prometheus::Registry,
     ) -> Result<Ledger, LedgerError> {
         let store = Store::open(&config.data_dir, config.cache_bytes)?;
+        let moved = store.move_upper_tiles()?;
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                "moved the tiles above level 0 to the `upper` partition (layout of earlier builds)"
+            );
+        }
         let state = store.state()?;
         let mut ring = KeyRing::load(&config.data_dir)?;
         if ring.entries().is_empty() {
@@ -1085,6 +1092,115 @@ mod tests {
             ledger.tile(0, 0, Some(60)).unwrap().unwrap(),
             &row[..60 * 32]
         );
+        drop(ledger);
+        crate::verify_data_dir(dir.path(), &vkey, |_, _| {}).unwrap();
+    }
+
+    /// The keys of a partition.
+    fn keys(p: &fjall::PartitionHandle) -> Vec<Vec<u8>> {
+        p.keys().map(|k| k.unwrap().to_vec()).collect()
+    }
+
+    /// Checks proofs over the whole tree against its root and a few consistency proofs.
+    fn check_proofs(ledger: &Ledger, hashes: &[Hash]) {
+        let size = hashes.len() as u64;
+        let head = ledger.head();
+        assert_eq!(head.size, size);
+        assert_eq!(head.root, provledger_signer::root_of(hashes));
+        for index in [0, 1, 255, 256, 65_535, 65_536, 65_537, size / 3, size - 1] {
+            let p = ledger.inclusion_proof(index, None).unwrap();
+            assert_eq!(p.leaf_hash, hashes[index as usize]);
+            provledger_signer::verify_inclusion(&p.leaf_hash, index, size, &p.hashes, &head.root)
+                .unwrap();
+        }
+        for from in [1, 300, 65_536, 65_537, size - 1] {
+            let old = provledger_signer::root_of(&hashes[..from as usize]);
+            let proof = ledger.consistency_proof(from, size).unwrap();
+            provledger_signer::verify_consistency(from, size, &old, &head.root, &proof).unwrap();
+        }
+        let level1: Vec<u8> = (0..256)
+            .flat_map(|t| provledger_signer::root_of(&hashes[t * 256..(t + 1) * 256]).0)
+            .collect();
+        assert_eq!(ledger.tile(1, 0, None).unwrap().unwrap(), level1);
+    }
+
+    /// `tiles` and `inner` hold level 0 alone, so that their keys only grow (see `store.rs`);
+    /// the levels above live in `upper`. A directory in the earlier layout (every level in
+    /// `tiles` and `inner`) verifies as it is, and opening it moves the upper tiles.
+    #[test]
+    fn tiles_above_level_zero_live_in_upper_and_move_there_from_the_earlier_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate("test.example/log").unwrap();
+        let vkey = key.verifier();
+        let skey = key.to_skey().to_string();
+        let open = || {
+            let key = SigningKey::from_skey(&skey).unwrap();
+            Ledger::open(
+                &LedgerConfig::new(dir.path()),
+                key,
+                &prometheus::Registry::new(),
+            )
+            .unwrap()
+        };
+        // Level 1's tile 0 full, its tile 1 and level 2's tile 0 partial (one hash each).
+        let size = 65_536 + 300;
+        let ledger = open();
+        let mut next = 0;
+        while next < size {
+            let end = (next + 4096).min(size);
+            ledger
+                .append_blocking((next..end).map(record).collect())
+                .unwrap();
+            next = end;
+        }
+        let hashes: Vec<Hash> = (0..size)
+            .map(|i| leaf_hash(&ledger.leaf(i).unwrap()))
+            .collect();
+        check_proofs(&ledger, &hashes);
+        drop(ledger);
+
+        let upper = vec![
+            [&[0u8][..], &tile_key(1, 0)].concat(),
+            [&[0u8][..], &tile_key(1, 1)].concat(),
+            [&[0u8][..], &tile_key(2, 0)].concat(),
+            [&[1u8][..], &tile_key(1, 0)].concat(),
+        ];
+        let layout = || {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let level0 = |p| keys(p).iter().all(|k| k[0] == 0);
+            assert!(level0(&store.tiles) && level0(&store.inner));
+            assert_eq!(keys(&store.tiles).len(), 257);
+            assert_eq!(keys(&store.upper), upper);
+            assert_eq!(store.interior(1, 0).unwrap().unwrap().len(), 254 * 32);
+        };
+        layout();
+        crate::verify_data_dir(dir.path(), &vkey, |_, _| {}).unwrap();
+
+        // Back to the earlier layout: every level under (level, index) in `tiles` / `inner`.
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            for k in keys(&store.upper) {
+                let v = store.upper.get(&k).unwrap().unwrap();
+                let to = if k[0] == 0 {
+                    &store.tiles
+                } else {
+                    &store.inner
+                };
+                to.insert(&k[1..], v).unwrap();
+                store.upper.remove(&k).unwrap();
+            }
+            store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+            assert!(keys(&store.upper).is_empty());
+        }
+        crate::verify_data_dir(dir.path(), &vkey, |_, _| {}).unwrap();
+        let ledger = open();
+        check_proofs(&ledger, &hashes);
+        drop(ledger);
+        layout();
+        let ledger = open();
+        ledger
+            .append_blocking((size..size + 100).map(record).collect())
+            .unwrap();
         drop(ledger);
         crate::verify_data_dir(dir.path(), &vkey, |_, _| {}).unwrap();
     }

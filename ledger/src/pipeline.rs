@@ -29,7 +29,7 @@ use crate::idle::{Quiet, IDLE_AFTER};
 use crate::metrics::Metrics;
 use crate::record::{Leaf, LeafRef, PreparedRecord, RefTarget, SealedPayload, LEAF_FORMAT_VERSION};
 use crate::store::{self, State, Store};
-use crate::tiles::{TileKind, TileRows};
+use crate::tiles::TileRows;
 use crate::tree::Frontier;
 use crate::watermark::Watermark;
 use crate::LedgerError;
@@ -1029,11 +1029,7 @@ impl Writer {
                 .sign_checkpoint(&checkpoint)
         });
         for (kind, level, index, bytes) in self.tiles.take_dirty() {
-            let partition = match kind {
-                TileKind::Row => &self.store.tiles,
-                TileKind::Inner => &self.store.inner,
-            };
-            batch.insert(partition, store::tile_key(level, index), bytes);
+            self.store.put_tile(&mut batch, kind, level, index, bytes);
         }
         let state = State {
             size,

@@ -5,8 +5,9 @@
 //! |------------|---------------------------------------|---------------------------------------|
 //! | `entries`  | index (u64 BE)                        | leaf bytes                            |
 //! | `payloads` | index (u64 BE)                        | salt (32) ‖ RFC 8785 payload          |
-//! | `tiles`    | level (u8) ‖ tile index (u64 BE)      | concatenated 32-byte hashes (≤ 256); not level 0's partial tile (in the head) |
-//! | `inner`    | level (u8) ‖ tile index (u64 BE)      | a full tile's 254 interior hashes (the right edge's are in the head) |
+//! | `tiles`    | 0 ‖ tile index (u64 BE)               | level 0's full tiles: 256 concatenated 32-byte hashes (the partial tile is in the head) |
+//! | `inner`    | 0 ‖ tile index (u64 BE)               | a full level-0 tile's 254 interior hashes (the right edge's are in the head) |
+//! | `upper`    | kind (0 row, 1 interior) ‖ level (u8 ≥ 1) ‖ tile index (u64 BE) | the tiles above level 0 (full, and each level's partial tile) and their full tiles' interiors |
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
 //! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
@@ -30,6 +31,14 @@
 //!
 //! Every append batch writes all of these in one atomic fjall batch, fsynced before it is
 //! acknowledged, so a crash leaves either the whole batch or none of it.
+//!
+//! `tiles` and `inner` hold level 0 alone so that their keys only ever grow: each flush then
+//! writes a segment that overlaps no other, which compaction moves down whole instead of
+//! merging it with the rest. With the levels above mixed in (their keys sort after every level-0
+//! key, and level 1's partial tile is rewritten by nearly every batch), every segment overlapped
+//! every other and compaction wrote these two partitions ~6 times over (`docs/benchmarks.md`,
+//! session 12). Directories from earlier builds are moved to this layout on open
+//! ([`Store::move_upper_tiles`]); until then, readers find an upper tile under its old key.
 
 use std::path::Path;
 
@@ -37,6 +46,7 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, Slice};
 use provledger_signer::Hash;
 use serde::{Deserialize, Serialize};
 
+use crate::tiles::TileKind;
 use crate::tree::{NodeReader, HASH_LEN, TILE_HEIGHT, TILE_WIDTH};
 use crate::LedgerError;
 
@@ -205,6 +215,8 @@ pub(crate) struct Store {
     pub(crate) payloads: PartitionHandle,
     pub(crate) tiles: PartitionHandle,
     pub(crate) inner: PartitionHandle,
+    /// Tiles and interiors above level 0 (see the module comment).
+    pub(crate) upper: PartitionHandle,
     pub(crate) ids: PartitionHandle,
     pub(crate) versions: PartitionHandle,
     pub(crate) idem: PartitionHandle,
@@ -272,6 +284,7 @@ impl Store {
             payloads: open("payloads", false, false)?,
             tiles: open("tiles", true, false)?,
             inner: open("inner", true, false)?,
+            upper: open("upper", true, false)?,
             ids: open("ids", true, true)?,
             versions: open("versions", false, false)?,
             idem: open("idem", false, true)?,
@@ -289,12 +302,13 @@ impl Store {
         })
     }
 
-    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 15] {
+    pub(crate) fn partitions(&self) -> [(&'static str, &PartitionHandle); 16] {
         [
             ("entries", &self.entries),
             ("payloads", &self.payloads),
             ("tiles", &self.tiles),
             ("inner", &self.inner),
+            ("upper", &self.upper),
             ("ids", &self.ids),
             ("versions", &self.versions),
             ("idem", &self.idem),
@@ -356,8 +370,86 @@ impl Store {
         Ok(Some((be_u64(&k)?, note)))
     }
 
+    /// The stored row of hashes of tile `index` at `level` (full, or above level 0 partial).
     pub(crate) fn tile(&self, level: u8, index: u64) -> Result<Option<Slice>, LedgerError> {
-        Ok(self.tiles.get(tile_key(level, index))?)
+        self.tile_of(TileKind::Row, level, index)
+    }
+
+    /// The stored interior of full tile `index` at `level`.
+    pub(crate) fn interior(&self, level: u8, index: u64) -> Result<Option<Slice>, LedgerError> {
+        self.tile_of(TileKind::Inner, level, index)
+    }
+
+    fn tile_of(&self, kind: TileKind, level: u8, index: u64) -> Result<Option<Slice>, LedgerError> {
+        let (partition, key) = self.tile_place(kind, level, index);
+        if let Some(found) = partition.get(key)? {
+            return Ok(Some(found));
+        }
+        // An earlier build kept every level in `tiles` / `inner`; `move_upper_tiles` moves them
+        // when a ledger opens the directory, but `verify` reads it as it is.
+        Ok(match (level, kind) {
+            (0, _) => None,
+            (_, TileKind::Row) => self.tiles.get(tile_key(level, index))?,
+            (_, TileKind::Inner) => self.inner.get(tile_key(level, index))?,
+        })
+    }
+
+    /// Where a tile or interior is stored: its partition and key.
+    fn tile_place(&self, kind: TileKind, level: u8, index: u64) -> (&PartitionHandle, Vec<u8>) {
+        match (level, kind) {
+            (0, TileKind::Row) => (&self.tiles, tile_key(0, index).to_vec()),
+            (0, TileKind::Inner) => (&self.inner, tile_key(0, index).to_vec()),
+            (_, kind) => {
+                let mut key = Vec::with_capacity(10);
+                key.push(match kind {
+                    TileKind::Row => 0,
+                    TileKind::Inner => 1,
+                });
+                key.extend_from_slice(&tile_key(level, index));
+                (&self.upper, key)
+            }
+        }
+    }
+
+    /// Adds a tile or an interior to an append batch.
+    pub(crate) fn put_tile(
+        &self,
+        batch: &mut fjall::Batch,
+        kind: TileKind,
+        level: u8,
+        index: u64,
+        bytes: Vec<u8>,
+    ) {
+        let (partition, key) = self.tile_place(kind, level, index);
+        batch.insert(partition, key, bytes);
+    }
+
+    /// Moves the tiles and interiors above level 0 that an earlier build kept in `tiles` and
+    /// `inner` to `upper`, in one fsynced batch; returns how many moved. They are 1/255 of the
+    /// tiles (a few MB at ten million entries), so this is quick, and it runs before the ledger
+    /// reads the tree.
+    pub(crate) fn move_upper_tiles(&self) -> Result<u64, LedgerError> {
+        let mut batch = self
+            .keyspace
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncAll));
+        let mut moved = 0u64;
+        for (kind, from) in [(TileKind::Row, &self.tiles), (TileKind::Inner, &self.inner)] {
+            for kv in from.range(tile_key(1, 0)..) {
+                let (k, v) = kv?;
+                let (&[level], index) = k.split_at(1) else {
+                    return Err(LedgerError::Corrupt("empty tile key".into()));
+                };
+                let (partition, key) = self.tile_place(kind, level, be_u64(index)?);
+                batch.insert(partition, key, v);
+                batch.remove(from, k);
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            batch.commit()?;
+        }
+        Ok(moved)
     }
 
     /// Index and tenant of a record id.
@@ -548,7 +640,7 @@ impl NodeReader for TileReader<'_> {
         let inner = match &self.inner {
             Some((k, t)) if *k == key => t,
             _ => {
-                let t = self.store.inner.get(tile_key(level, tile_index))?;
+                let t = self.store.interior(level, tile_index)?;
                 &self.inner.insert((key, t)).1
             }
         };

@@ -451,9 +451,7 @@ fn compare_inner(store: &Store, level: u8, tile: u64, row: &[u8]) -> Result<(), 
         reason,
     };
     let stored = store
-        .inner
-        .get(store::tile_key(level, tile))
-        .map_err(|e| VerifyError::Storage(e.to_string()))?
+        .interior(level, tile)?
         .ok_or_else(|| err("interior is missing".into()))?;
     if stored.as_ref() != inner_nodes(row).as_slice() {
         return Err(err(
@@ -488,11 +486,7 @@ fn compare_edge_row(store: &Store, tile: u64, row: &[u8]) -> Result<(), VerifyEr
 /// data directory written before holds the one of its last batch: each of its slots must be the
 /// recomputed node or, for a node completed since, zero.
 fn compare_edge_inner(store: &Store, level: u8, tile: u64, row: &[u8]) -> Result<(), VerifyError> {
-    let stored = store
-        .inner
-        .get(store::tile_key(level, tile))
-        .map_err(|e| VerifyError::Storage(e.to_string()))?;
-    let Some(stored) = stored else {
+    let Some(stored) = store.interior(level, tile)? else {
         return Ok(());
     };
     let want = inner_nodes(row);
