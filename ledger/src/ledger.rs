@@ -1039,24 +1039,26 @@ mod tests {
         PreparedRecord::prepare(input, "record").unwrap()
     }
 
+    /// A data directory, its verifier key, and a way to open a ledger on it again and again.
+    fn reopenable() -> (tempfile::TempDir, VerifierKey, impl Fn() -> Ledger) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate("test.example/log").unwrap();
+        let vkey = key.verifier();
+        let skey = key.to_skey().to_string();
+        let path = dir.path().to_path_buf();
+        let open = move || {
+            let key = SigningKey::from_skey(&skey).unwrap();
+            Ledger::open(&LedgerConfig::new(&path), key, &prometheus::Registry::new()).unwrap()
+        };
+        (dir, vkey, open)
+    }
+
     /// Until session 10 the writer stored level 0's right-edge tile and the right edge's
     /// interiors after every batch. A data directory it left holds them as of its last batch;
     /// appending to it with this version makes them stale prefixes, which must read as such.
     #[test]
     fn a_right_edge_stored_by_an_earlier_version_is_read_as_a_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate("test.example/log").unwrap();
-        let vkey = key.verifier();
-        let skey = key.to_skey().to_string();
-        let open = || {
-            let key = SigningKey::from_skey(&skey).unwrap();
-            Ledger::open(
-                &LedgerConfig::new(dir.path()),
-                key,
-                &prometheus::Registry::new(),
-            )
-            .unwrap()
-        };
+        let (dir, vkey, open) = reopenable();
         open()
             .append_blocking((0..100).map(record).collect())
             .unwrap();
@@ -1129,19 +1131,7 @@ mod tests {
     /// `tiles` and `inner`) verifies as it is, and opening it moves the upper tiles.
     #[test]
     fn tiles_above_level_zero_live_in_upper_and_move_there_from_the_earlier_layout() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate("test.example/log").unwrap();
-        let vkey = key.verifier();
-        let skey = key.to_skey().to_string();
-        let open = || {
-            let key = SigningKey::from_skey(&skey).unwrap();
-            Ledger::open(
-                &LedgerConfig::new(dir.path()),
-                key,
-                &prometheus::Registry::new(),
-            )
-            .unwrap()
-        };
+        let (dir, vkey, open) = reopenable();
         // Level 1's tile 0 full, its tile 1 and level 2's tile 0 partial (one hash each).
         let size = 65_536 + 300;
         let ledger = open();
