@@ -239,7 +239,7 @@ impl Ledger {
         key: SigningKey,
         registry: &prometheus::Registry,
     ) -> Result<Ledger, LedgerError> {
-        let store = Store::open(&config.data_dir, config.cache_bytes)?;
+        let mut store = Store::open(&config.data_dir, config.cache_bytes)?;
         let moved = store.move_upper_tiles()?;
         if moved > 0 {
             tracing::info!(
@@ -1162,6 +1162,7 @@ mod tests {
             assert_eq!(keys(&store.tiles).len(), 257);
             assert_eq!(keys(&store.upper), upper);
             assert_eq!(store.interior(1, 0).unwrap().unwrap().len(), 254 * 32);
+            assert!(!store.upper_in_old_place);
         };
         layout();
         crate::verify_data_dir(dir.path(), &vkey, |_, _| {}).unwrap();
@@ -1182,6 +1183,7 @@ mod tests {
             store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
             assert!(keys(&store.upper).is_empty());
         }
+        assert!(Store::open(dir.path(), 1 << 20).unwrap().upper_in_old_place);
         crate::verify_data_dir(dir.path(), &vkey, |_, _| {}).unwrap();
         let ledger = open();
         check_proofs(&ledger, &hashes);

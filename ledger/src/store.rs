@@ -233,6 +233,10 @@ pub(crate) struct Store {
     /// Held by the committer while it commits a batch, and by [`free_journals`] while it
     /// rotates every partition, so that no write lands between those rotations.
     pub(crate) commit_gate: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Whether `tiles` or `inner` hold tiles above level 0, as builds before session 12 wrote
+    /// them; read once at open and cleared by [`Store::move_upper_tiles`]. Only then does a
+    /// read that misses in `upper` look under the old key.
+    pub(crate) upper_in_old_place: bool,
 }
 
 impl Store {
@@ -279,11 +283,17 @@ impl Store {
             }
             keyspace.open_partition(name, o)
         };
+        let tiles = open("tiles", true, false)?;
+        let inner = open("inner", true, false)?;
+        let mut upper_in_old_place = false;
+        for p in [&tiles, &inner] {
+            upper_in_old_place |= p.range(tile_key(1, 0)..).next().transpose()?.is_some();
+        }
         Ok(Store {
             entries: open("entries", false, false)?,
             payloads: open("payloads", false, false)?,
-            tiles: open("tiles", true, false)?,
-            inner: open("inner", true, false)?,
+            tiles,
+            inner,
             upper: open("upper", true, false)?,
             ids: open("ids", true, true)?,
             versions: open("versions", false, false)?,
@@ -299,6 +309,7 @@ impl Store {
             keyspace,
             _lock: std::sync::Arc::new(lock),
             commit_gate: Default::default(),
+            upper_in_old_place,
         })
     }
 
@@ -387,19 +398,25 @@ impl Store {
         }
         // An earlier build kept every level in `tiles` / `inner`; `move_upper_tiles` moves them
         // when a ledger opens the directory, but `verify` reads it as it is.
-        Ok(match (level, kind) {
-            (0, _) => None,
-            (_, TileKind::Row) => self.tiles.get(tile_key(level, index))?,
-            (_, TileKind::Inner) => self.inner.get(tile_key(level, index))?,
-        })
+        if level > 0 && self.upper_in_old_place {
+            return Ok(self.level_zero(kind).get(tile_key(level, index))?);
+        }
+        Ok(None)
+    }
+
+    /// The partition of level 0's rows or interiors (and of every level's, before session 12).
+    fn level_zero(&self, kind: TileKind) -> &PartitionHandle {
+        match kind {
+            TileKind::Row => &self.tiles,
+            TileKind::Inner => &self.inner,
+        }
     }
 
     /// Where a tile or interior is stored: its partition and key.
     fn tile_place(&self, kind: TileKind, level: u8, index: u64) -> (&PartitionHandle, Vec<u8>) {
-        match (level, kind) {
-            (0, TileKind::Row) => (&self.tiles, tile_key(0, index).to_vec()),
-            (0, TileKind::Inner) => (&self.inner, tile_key(0, index).to_vec()),
-            (_, kind) => {
+        match level {
+            0 => (self.level_zero(kind), tile_key(0, index).to_vec()),
+            _ => {
                 let mut key = Vec::with_capacity(10);
                 key.push(match kind {
                     TileKind::Row => 0,
@@ -428,16 +445,20 @@ impl Store {
     /// `inner` to `upper`, in one fsynced batch; returns how many moved. They are 1/255 of the
     /// tiles (a few MB at ten million entries), so this is quick, and it runs before the ledger
     /// reads the tree.
-    pub(crate) fn move_upper_tiles(&self) -> Result<u64, LedgerError> {
+    pub(crate) fn move_upper_tiles(&mut self) -> Result<u64, LedgerError> {
+        if !self.upper_in_old_place {
+            return Ok(0);
+        }
         let mut batch = self
             .keyspace
             .batch()
             .durability(Some(fjall::PersistMode::SyncAll));
         let mut moved = 0u64;
-        for (kind, from) in [(TileKind::Row, &self.tiles), (TileKind::Inner, &self.inner)] {
+        for kind in [TileKind::Row, TileKind::Inner] {
+            let from = self.level_zero(kind);
             for kv in from.range(tile_key(1, 0)..) {
                 let (k, v) = kv?;
-                let (&[level], index) = k.split_at(1) else {
+                let Some((&level, index)) = k.split_first() else {
                     return Err(LedgerError::Corrupt("empty tile key".into()));
                 };
                 let (partition, key) = self.tile_place(kind, level, be_u64(index)?);
@@ -446,9 +467,8 @@ impl Store {
                 moved += 1;
             }
         }
-        if moved > 0 {
-            batch.commit()?;
-        }
+        batch.commit()?;
+        self.upper_in_old_place = false;
         Ok(moved)
     }
 
