@@ -1,5 +1,5 @@
-//! In-process benchmarks of the ledger: durable batch appends and inclusion proofs on a large
-//! log. Results and the commands that produce them are recorded in `docs/benchmarks.md`.
+//! In-process benchmarks of the ledger: a record's ingress work (parse, scrub, validate), durable
+//! batch appends and inclusion proofs on a large log. Results and the commands that produce them are recorded in `docs/benchmarks.md`.
 //!
 //! `PROVLEDGER_BENCH_LOG_SIZE` (default 1,000,000) sets the size of the log the proof bench
 //! reads; it is built once under `target/bench-data/` and reused by later runs.
@@ -95,6 +95,29 @@ fn append(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the server does to each submitted record before it reaches the pipeline: parse the JSON,
+/// scrub the payload with the built-in policy, validate, commit to the payload. The record is
+/// the HTTP benchmark's (`bench/wrk-records.lua`).
+fn prepare(c: &mut Criterion) {
+    let body = format!(
+        r#"{{"kind":"output","entity":"scale:7","actor":{{"type":"agent","id":"agent-1"}},"attributes":{{"model":"gpt-x","policy_version":"v3"}},"payload":{{"i":12345,"pad":"{}"}}}}"#,
+        "p".repeat(160)
+    );
+    let mut g = c.benchmark_group("ingress");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("parse_and_prepare_one_record", |b| {
+        b.iter(|| {
+            let input: RecordInput = serde_json::from_str(&body).unwrap();
+            PreparedRecord::prepare(input, "record").unwrap()
+        })
+    });
+    g.bench_function("scan_160_letters", |b| {
+        let text = "p".repeat(160);
+        b.iter(|| provledger_ledger::scan(&text, &provledger_ledger::PiiKind::ALL))
+    });
+    g.finish();
+}
+
 fn proofs(c: &mut Criterion) {
     let size: u64 = std::env::var("PROVLEDGER_BENCH_LOG_SIZE")
         .ok()
@@ -142,5 +165,5 @@ fn proofs(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append, proofs);
+criterion_group!(benches, prepare, append, proofs);
 criterion_main!(benches);

@@ -244,7 +244,7 @@ pub(crate) fn first_finding(text: &str) -> Option<PiiKind> {
 /// What one pass over a text learns, enough to skip the detectors that cannot match it: each
 /// condition in [`Shape::may_hold`] is one that every match of that detector (regex and
 /// checks) satisfies. A test compares scans with and without the shortcut.
-#[derive(Default)]
+#[derive(Default, Debug, PartialEq, Eq)]
 struct Shape {
     digits: usize,
     at: bool,
@@ -258,34 +258,73 @@ struct Shape {
     len: usize,
 }
 
+/// Byte classes for [`Shape::of`]: one table lookup a byte instead of a chain of comparisons.
+const TOKEN_BYTE: u8 = 1;
+const DIGIT_BYTE: u8 = 2;
+const AT_BYTE: u8 = 4;
+const DOT_BYTE: u8 = 8;
+const COLON_BYTE: u8 = 16;
+
+#[allow(clippy::indexing_slicing)] // `b` < 256 by the loop condition
+static BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-') {
+            t[b] |= TOKEN_BYTE;
+        }
+        t[b] |= match c {
+            b'0'..=b'9' => DIGIT_BYTE,
+            b'@' => AT_BYTE,
+            b'.' => DOT_BYTE,
+            b':' => COLON_BYTE,
+            _ => 0,
+        };
+        b += 1;
+    }
+    t
+};
+
 impl Shape {
     fn of(text: &str) -> Shape {
-        let mut s = Shape {
-            len: text.len(),
-            ..Shape::default()
-        };
-        let (mut run, mut run_has_digit) = (0, false);
-        for b in text.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-') {
+        // One pass, its state in plain locals so that the loop keeps them in registers (two
+        // passes that the compiler vectorizes for the counts measured slower: `ingress` bench).
+        let (mut digits, mut colons, mut seen) = (0usize, 0usize, 0u8);
+        let (mut run, mut run_has_digit) = (0usize, false);
+        let (mut token_run, mut digit_token_run) = (0usize, 0usize);
+        for &b in text.as_bytes() {
+            #[allow(clippy::indexing_slicing)] // a byte indexes a 256-entry table
+            let class = BYTE_CLASS[usize::from(b)];
+            seen |= class;
+            digits += usize::from(class & DIGIT_BYTE != 0);
+            colons += usize::from(class & COLON_BYTE != 0);
+            if class & TOKEN_BYTE != 0 {
                 run += 1;
-                run_has_digit |= b.is_ascii_digit();
-                s.token_run = s.token_run.max(run);
-                if run_has_digit {
-                    s.digit_token_run = s.digit_token_run.max(run);
-                }
+                run_has_digit |= class & DIGIT_BYTE != 0;
             } else {
+                // A run's length is taken when it ends, and after the last byte.
+                token_run = token_run.max(run);
+                if run_has_digit {
+                    digit_token_run = digit_token_run.max(run);
+                }
                 (run, run_has_digit) = (0, false);
             }
-            match b {
-                b'0'..=b'9' => s.digits += 1,
-                b'@' => s.at = true,
-                b'.' => s.dot = true,
-                b':' => s.colons += 1,
-                _ => {}
-            }
         }
-        s.pem = text.contains("-----BEGIN ");
-        s
+        token_run = token_run.max(run);
+        if run_has_digit {
+            digit_token_run = digit_token_run.max(run);
+        }
+        Shape {
+            digits,
+            at: seen & AT_BYTE != 0,
+            dot: seen & DOT_BYTE != 0,
+            colons,
+            token_run,
+            digit_token_run,
+            pem: text.contains("-----BEGIN "),
+            len: text.len(),
+        }
     }
 
     fn may_hold(&self, kind: PiiKind) -> bool {
@@ -747,6 +786,43 @@ mod tests {
                 scan_shaped(&text, &PiiKind::ALL, false)
             );
         }
+
+        /// The table-driven shape equals one taken character class by character class.
+        #[test]
+        fn the_shape_table_agrees_with_plain_comparisons(
+            text in prop_oneof![piiish(), any::<String>(), "[a-z0-9@.:+/_ -]{0,80}"]
+        ) {
+            prop_assert_eq!(Shape::of(&text), plain_shape(&text));
+        }
+    }
+
+    fn plain_shape(text: &str) -> Shape {
+        let mut s = Shape {
+            len: text.len(),
+            ..Shape::default()
+        };
+        let (mut run, mut run_has_digit) = (0, false);
+        for b in text.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-') {
+                run += 1;
+                run_has_digit |= b.is_ascii_digit();
+                s.token_run = s.token_run.max(run);
+                if run_has_digit {
+                    s.digit_token_run = s.digit_token_run.max(run);
+                }
+            } else {
+                (run, run_has_digit) = (0, false);
+            }
+            match b {
+                b'0'..=b'9' => s.digits += 1,
+                b'@' => s.at = true,
+                b'.' => s.dot = true,
+                b':' => s.colons += 1,
+                _ => {}
+            }
+        }
+        s.pem = text.contains("-----BEGIN ");
+        s
     }
 
     /// Each example must be found whole, as exactly this kind.
