@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Most records in one group commit.
     #[arg(long, env = "PROVLEDGER_MAX_BATCH_RECORDS")]
     pub max_batch_records: Option<usize>,
+    /// Longest a small group commit waits for more appends while they keep coming (default
+    /// 2ms; `0s` turns it off; at most 100ms).
+    #[arg(long, env = "PROVLEDGER_COMMIT_LINGER")]
+    pub commit_linger: Option<String>,
     /// Most MiB of records waiting for the writer before new appends get 503.
     #[arg(long, env = "PROVLEDGER_MAX_QUEUED_MB")]
     pub max_queued_mb: Option<usize>,
@@ -82,6 +86,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     queue_depth: Option<usize>,
     max_batch_records: Option<usize>,
+    commit_linger: Option<String>,
     max_queued_mb: Option<usize>,
     cache_mb: Option<u64>,
     workers: Option<usize>,
@@ -95,6 +100,9 @@ struct FileConfig {
     redaction_policy: Option<PathBuf>,
 }
 
+/// Longest commit linger accepted: every append under load may wait this long.
+const MAX_COMMIT_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Validated settings the wiring uses.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -105,6 +113,7 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub queue_depth: usize,
     pub max_batch_records: usize,
+    pub commit_linger: std::time::Duration,
     pub max_queued_mb: usize,
     pub cache_mb: u64,
     pub workers: usize,
@@ -146,6 +155,12 @@ impl Settings {
                 .max_batch_records
                 .or(file.max_batch_records)
                 .unwrap_or(provledger_ledger::DEFAULT_MAX_BATCH_RECORDS),
+            commit_linger: match args.commit_linger.or(file.commit_linger) {
+                None => provledger_ledger::DEFAULT_COMMIT_LINGER,
+                Some(text) => humantime::parse_duration(&text).with_context(|| {
+                    format!("commit_linger: {text:?} is not a duration (e.g. 2ms, 500us, 0s)")
+                })?,
+            },
             max_queued_mb: args.max_queued_mb.or(file.max_queued_mb).unwrap_or(256),
             cache_mb: args.cache_mb.or(file.cache_mb).unwrap_or(32),
             workers: args.workers.or(file.workers).unwrap_or_else(|| {
@@ -173,6 +188,12 @@ impl Settings {
             },
             data_dir,
         };
+        if settings.commit_linger > MAX_COMMIT_LINGER {
+            bail!(
+                "commit_linger must be at most {}",
+                humantime::format_duration(MAX_COMMIT_LINGER)
+            );
+        }
         if settings.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
@@ -256,6 +277,40 @@ mod tests {
         assert!(
             err.starts_with("redaction policy: detectors[0]: unknown detector \"dna\""),
             "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_commit_linger_is_a_duration_from_file_or_flag_and_bounded() -> Result<()> {
+        use std::time::Duration;
+        assert_eq!(
+            Settings::resolve(ServeArgs::default())?.commit_linger,
+            provledger_ledger::DEFAULT_COMMIT_LINGER
+        );
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "commit_linger = \"500us\"\n")?;
+        let with = |flag: Option<&str>| {
+            Settings::resolve(ServeArgs {
+                config: Some(path.clone()),
+                commit_linger: flag.map(str::to_owned),
+                ..ServeArgs::default()
+            })
+        };
+        assert_eq!(with(None)?.commit_linger, Duration::from_micros(500));
+        assert_eq!(with(Some("0s"))?.commit_linger, Duration::ZERO);
+        let err = |flag| {
+            with(Some(flag))
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default()
+        };
+        assert_eq!(err("101ms"), "commit_linger must be at most 100ms");
+        assert!(
+            err("soon").starts_with("commit_linger: \"soon\" is not a duration"),
+            "{}",
+            err("soon")
         );
         Ok(())
     }

@@ -218,6 +218,7 @@ fn serve(args: ServeArgs) -> Result<()> {
     let mut config = LedgerConfig::new(&settings.data_dir);
     config.queue_depth = settings.queue_depth;
     config.max_batch_records = settings.max_batch_records;
+    config.commit_linger = settings.commit_linger;
     config.cache_bytes = settings.cache_mb * 1024 * 1024;
     config.max_queued_bytes = settings.max_queued_mb * 1024 * 1024;
     let origin = key.name().to_owned();

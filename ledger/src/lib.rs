@@ -69,8 +69,8 @@ pub use crate::keyring::{
     KEYS_FILE,
 };
 pub use crate::ledger::{
-    InclusionProof, Ledger, LedgerConfig, Receipt, StoredRecord, DEFAULT_MAX_BATCH_RECORDS,
-    SUBSCRIBER_BACKLOG,
+    InclusionProof, Ledger, LedgerConfig, Receipt, StoredRecord, DEFAULT_COMMIT_LINGER,
+    DEFAULT_MAX_BATCH_RECORDS, SUBSCRIBER_BACKLOG,
 };
 pub use crate::pipeline::{Appended, Head};
 pub use crate::policy::{

@@ -302,6 +302,51 @@ pub(crate) struct Writer {
     /// Batches handed to the committer and not yet reported committed: the tree size each
     /// ends at and the index entries it created, newest last.
     inflight: VecDeque<(u64, Overlay)>,
+    /// How the open batch may wait for more jobs before it goes to an idle committer.
+    linger: Linger,
+}
+
+/// The commit linger: under a steady stream of small appends, an idle committer would take a
+/// batch of a few records after every fsync, so each record paid for most of an fsync, a
+/// high-water mark write and a signature. Instead, the open batch waits for more jobs while
+/// they keep coming, at most `max` after the previous batch was handed over. A lone request
+/// (no batch handed over within `max`), a caller appending one request at a time (the previous
+/// batch held one job) and a batch of [`LINGER_RECORDS`] or more go at once. Like PostgreSQL's
+/// `commit_delay` with `commit_siblings`.
+#[derive(Debug)]
+struct Linger {
+    max: Duration,
+    /// When the previous batch was handed to the committer, and how many jobs it held.
+    last_sent: Instant,
+    last_jobs: usize,
+    /// When the last job was staged.
+    last_job: Instant,
+}
+
+/// A batch this large goes to an idle committer without lingering: the fsync is already shared.
+pub(crate) const LINGER_RECORDS: u64 = 32;
+
+impl Linger {
+    fn new(max: Duration) -> Linger {
+        let now = Instant::now();
+        Linger {
+            max,
+            last_sent: now,
+            last_jobs: 0,
+            last_job: now,
+        }
+    }
+
+    /// How much longer an open batch of `records` records should wait for more jobs at `now`;
+    /// `None`: hand it over now. The wait ends `max` after the previous batch was handed over,
+    /// or a quarter of `max` after the last job came, whichever is first.
+    fn left(&self, now: Instant, records: u64) -> Option<Duration> {
+        if self.max.is_zero() || self.last_jobs < 2 || records >= LINGER_RECORDS {
+            return None;
+        }
+        let until = (self.last_sent + self.max).min(self.last_job + self.max / 4);
+        until.checked_duration_since(now).filter(|d| !d.is_zero())
+    }
 }
 
 /// The batch the writer is filling: staged jobs, their writes and their answers.
@@ -470,6 +515,7 @@ impl Writer {
         shared: Arc<Shared>,
         metrics: Metrics,
         max_batch_records: usize,
+        linger: Duration,
     ) -> Result<Writer, LedgerError> {
         let hashes = state
             .frontier
@@ -502,6 +548,7 @@ impl Writer {
             metrics,
             max_batch_records,
             inflight: VecDeque::new(),
+            linger: Linger::new(linger),
         })
     }
 
@@ -510,8 +557,9 @@ impl Writer {
     /// Jobs are staged into the open batch: at once when the committer is idle or the job is
     /// large, else when the committer is done with the batch before (see [`Inbox`]). The batch
     /// is sealed and handed to the committer as soon as the committer has finished with the one
-    /// before (at once when it is idle), or when it holds `max_batch_records`: so the batch
-    /// grows while the previous one is being fsynced, and a lone request is not held back.
+    /// before and the [`Linger`] is over (at once when it is idle and nothing else is coming),
+    /// or when it holds `max_batch_records`: so the batch grows while the previous one is being
+    /// fsynced, and a lone request is not held back.
     pub(crate) fn run(mut self, mailbox: Mailbox, watermark: Watermark) {
         let Mailbox { jobs: rx, mut bell } = mailbox;
         let committer = Committer {
@@ -539,9 +587,15 @@ impl Writer {
         let mut open: Option<Open> = None;
         let mut quiet = Quiet::default();
         loop {
+            // While the committer is idle, how long the open batch may still wait for more.
+            let mut linger = None;
             if let Some(o) = &open {
-                let full = self.frontier.size() - o.start_size >= self.max_batch_records as u64;
-                if self.inflight.is_empty() || full {
+                let records = self.frontier.size() - o.start_size;
+                let full = records >= self.max_batch_records as u64;
+                if self.inflight.is_empty() {
+                    linger = self.linger.left(Instant::now(), records);
+                }
+                if full || (self.inflight.is_empty() && linger.is_none()) {
                     if let Some(o) = open.take() {
                         self.send(o, &to_commit);
                     }
@@ -586,7 +640,9 @@ impl Writer {
                 recv(bell) -> rung => if rung.is_err() {
                     bell = crossbeam_channel::never();
                 },
-                default(IDLE_AFTER) => quiet.waited(),
+                default(linger.unwrap_or(IDLE_AFTER)) => if linger.is_none() {
+                    quiet.waited();
+                },
             }
         }
         if let Some(o) = open.take() {
@@ -645,6 +701,7 @@ impl Writer {
         self.shared
             .queued_bytes
             .fetch_sub(job.bytes, Ordering::AcqRel);
+        self.linger.last_job = Instant::now();
         if job.erasure.is_some() {
             // An erasure is planned against the store itself: every earlier batch goes first
             // and lands before it is staged.
@@ -719,6 +776,8 @@ impl Writer {
             start_size,
             scattered,
         } = o;
+        self.linger.last_sent = Instant::now();
+        self.linger.last_jobs = outcomes.len();
         let appended = self.frontier.size() - start_size;
         let (batch, head) = if appended == 0 {
             (None, None)
@@ -1237,6 +1296,44 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A linger of 2 ms whose previous batch went `sent_ago` ago with `jobs` jobs and whose
+    /// last job came `job_ago` ago, asked at `now`.
+    fn linger(now: Instant, sent_ago: u64, jobs: usize, job_ago: u64) -> Linger {
+        Linger {
+            max: Duration::from_millis(2),
+            last_sent: now - Duration::from_micros(sent_ago),
+            last_jobs: jobs,
+            last_job: now - Duration::from_micros(job_ago),
+        }
+    }
+
+    #[test]
+    fn a_small_batch_lingers_only_while_appends_keep_coming() {
+        let now = Instant::now();
+        let us = Duration::from_micros;
+        // A steady stream: the batch waits for the earlier of 2 ms after the previous batch
+        // and 0.5 ms after the last job.
+        assert_eq!(linger(now, 300, 7, 50).left(now, 3), Some(us(450)));
+        assert_eq!(linger(now, 1_800, 7, 0).left(now, 3), Some(us(200)));
+        // No job for a quarter of the linger: the stream has paused, go.
+        assert_eq!(linger(now, 1_000, 7, 500).left(now, 3), None);
+        // The previous batch went 2 ms ago or more: a lone request is not held back.
+        assert_eq!(linger(now, 2_000, 7, 0).left(now, 1), None);
+        assert_eq!(linger(now, 60_000, 7, 0).left(now, 1), None);
+        // A caller appending one request at a time (the previous batch held one job).
+        assert_eq!(linger(now, 300, 1, 0).left(now, 1), None);
+        // Enough records to share the fsync already.
+        assert_eq!(
+            linger(now, 300, 7, 0).left(now, LINGER_RECORDS - 1),
+            Some(us(500))
+        );
+        assert_eq!(linger(now, 300, 7, 0).left(now, LINGER_RECORDS), None);
+        // Turned off.
+        let mut off = linger(now, 300, 7, 0);
+        off.max = Duration::ZERO;
+        assert_eq!(off.left(now, 1), None);
+    }
 
     fn shared() -> Shared {
         Shared {
