@@ -324,7 +324,7 @@ struct Linger {
 }
 
 /// A batch this large goes to an idle committer without lingering: the fsync is already shared.
-pub(crate) const LINGER_RECORDS: u64 = 32;
+const LINGER_RECORDS: u64 = 32;
 
 impl Linger {
     fn new(max: Duration) -> Linger {
