@@ -623,6 +623,16 @@ impl<'a> TileReader<'a> {
     fn row_node(&mut self, level: u8, index: u64) -> Result<Hash, LedgerError> {
         let tile_index = index / TILE_WIDTH;
         let pos = (index % TILE_WIDTH) as usize;
+        // The right edge first: level 0's tile there is not stored at all, and the tiles above
+        // are rewritten by nearly every batch, so a store read would be a miss or a memtable
+        // search for what the head already holds.
+        if let Some(h) = self
+            .edge
+            .row(level, tile_index)
+            .and_then(|t| hash_at(t, pos))
+        {
+            return Ok(h);
+        }
         let key = (level, tile_index);
         let tile = match &self.row {
             Some((k, t)) if *k == key => t,
@@ -631,18 +641,14 @@ impl<'a> TileReader<'a> {
                 &self.row.insert((key, t)).1
             }
         };
-        // Level 0's right-edge tile is not stored (or, from an earlier version, only a prefix).
-        let found = tile.as_deref().and_then(|t| hash_at(t, pos)).or_else(|| {
-            self.edge
-                .row(level, tile_index)
-                .and_then(|t| hash_at(t, pos))
-        });
-        found.ok_or_else(|| {
-            LedgerError::Corrupt(format!(
-                "tile {level}/{tile_index} does not hold node {pos} (stored: {} hashes)",
-                tile.as_ref().map_or(0, |t| t.len() / HASH_LEN)
-            ))
-        })
+        tile.as_deref()
+            .and_then(|t| hash_at(t, pos))
+            .ok_or_else(|| {
+                LedgerError::Corrupt(format!(
+                    "tile {level}/{tile_index} does not hold node {pos} (stored: {} hashes)",
+                    tile.as_ref().map_or(0, |t| t.len() / HASH_LEN)
+                ))
+            })
     }
 }
 
@@ -656,6 +662,10 @@ impl NodeReader for TileReader<'_> {
         let tile_index = (index << j) / TILE_WIDTH;
         let pos = index - tile_index * (TILE_WIDTH >> j);
         let slot = crate::tree::inner_slot(j, pos);
+        // Right-edge interiors are never stored: the head holds them.
+        if let Some(h) = self.edge.node(level, tile_index, slot) {
+            return Ok(Some(h));
+        }
         let key = (level, tile_index);
         let inner = match &self.inner {
             Some((k, t)) if *k == key => t,
@@ -666,11 +676,10 @@ impl NodeReader for TileReader<'_> {
         };
         // An all-zero slot is a node that was not complete when the interior was written (a
         // right-edge interior written by a version before the edge was published instead).
-        let stored = inner
+        Ok(inner
             .as_ref()
             .and_then(|t| hash_at(t, slot))
-            .filter(|h| h.0 != [0u8; 32]);
-        Ok(stored.or_else(|| self.edge.node(level, tile_index, slot)))
+            .filter(|h| h.0 != [0u8; 32]))
     }
 }
 
