@@ -157,9 +157,7 @@ impl Settings {
                 .unwrap_or(provledger_ledger::DEFAULT_MAX_BATCH_RECORDS),
             commit_linger: match args.commit_linger.or(file.commit_linger) {
                 None => provledger_ledger::DEFAULT_COMMIT_LINGER,
-                Some(text) => humantime::parse_duration(&text).with_context(|| {
-                    format!("commit_linger: {text:?} is not a duration (e.g. 2ms, 500us, 0s)")
-                })?,
+                Some(text) => crate::upkeep::parse(&text, "commit_linger")?,
             },
             max_queued_mb: args.max_queued_mb.or(file.max_queued_mb).unwrap_or(256),
             cache_mb: args.cache_mb.or(file.cache_mb).unwrap_or(32),

@@ -186,7 +186,8 @@ fn compaction_loop(ledger: &Ledger, interval: Option<Duration>, delay: Duration)
     }
 }
 
-fn parse(text: &str, what: &str) -> Result<Duration> {
+/// A duration setting (`30d`, `12h`, `500ms`, …); `what` names it in the error.
+pub(crate) fn parse(text: &str, what: &str) -> Result<Duration> {
     humantime::parse_duration(text)
         .with_context(|| format!("{what}: {text:?} is not a duration (e.g. 30d, 12h, 1y, 500ms)"))
 }

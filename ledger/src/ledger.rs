@@ -56,7 +56,7 @@ pub struct LedgerConfig {
 }
 
 /// Default [`LedgerConfig::commit_linger`]: at 10,000 single-record appends a second it cut the
-/// server's CPU per append by a quarter for ~1 ms more median latency (`docs/benchmarks.md`).
+/// server's CPU per append by 11–20 % for ~1 ms more median latency (`docs/benchmarks.md`).
 pub const DEFAULT_COMMIT_LINGER: Duration = Duration::from_millis(2);
 
 impl LedgerConfig {
