@@ -176,9 +176,9 @@ pub(crate) enum Event {
 #[derive(Default)]
 pub(crate) struct Staging {
     /// Posting prefix (scope ‖ kind) → the staged indexes with it, ascending.
-    kinds: HashMap<Vec<u8>, Vec<u64>>,
+    kinds: crate::NameMap<Vec<u8>, Vec<u64>>,
     /// Posting prefix (scope ‖ actor type ‖ actor id) → the staged indexes with it, ascending.
-    actors: HashMap<Vec<u8>, Vec<u64>>,
+    actors: crate::NameMap<Vec<u8>, Vec<u64>>,
     /// Decisions created or resolved by staged records, by index, with whether the decision
     /// itself is staged (`true`) or already stored.
     decisions: BTreeMap<u64, (Decision, bool)>,

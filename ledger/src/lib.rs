@@ -94,3 +94,10 @@ pub use crate::erase::{
     ErasurePolicy, ErasureRequest, ErasureTarget, ERASED_ROLE, ERASURE_KIND, SUBJECT_ATTRIBUTE,
 };
 pub use crate::retention::{Clock, Retention, RetentionRule};
+
+/// A hash map keyed by names a client chooses (tenants, entities, idempotency keys, kinds,
+/// actors), on the write path. foldhash with a per-process random seed: faster than the
+/// standard library's SipHash on short keys, still seeded, so a client cannot prepare names
+/// that collide. Under batch ingest SipHash took 5.5 % of the writer thread's time, foldhash
+/// takes 1.2 % (perf, session 14).
+pub(crate) type NameMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

@@ -439,10 +439,10 @@ struct Committer {
 #[derive(Default)]
 struct Overlay {
     /// Keyed by leaf hash: SHA-256 output, which no client can steer into collisions, so the
-    /// fast non-keyed hasher is safe here (names keep the default, keyed one).
+    /// fast non-keyed hasher is safe here (names take a seeded one, [`crate::NameMap`]).
     ids: rustc_hash::FxHashMap<Hash, (u64, String)>,
-    latest: HashMap<(String, String), (u64, Hash)>,
-    idem: HashMap<(String, String), (u64, [u8; 32])>,
+    latest: crate::NameMap<(String, String), (u64, Hash)>,
+    idem: crate::NameMap<(String, String), (u64, [u8; 32])>,
     /// Records erased by erasure records staged in this batch: target → erasure index.
     erased: HashMap<Hash, u64>,
     /// Kind, actor and decision index writes of the staged records (`crate::indexes`).

@@ -205,6 +205,25 @@ pub(crate) fn lock_data_dir(dir: &Path) -> Result<std::fs::File, LedgerError> {
     }
 }
 
+/// The compaction strategy of `entries` in directories created by this build: fjall's FIFO
+/// strategy with neither a size limit nor a TTL, so it never drops a segment, and it merges
+/// none while the segments' key ranges are disjoint, which they stay: `entries` is written
+/// once per index, in index order, and never deleted or overwritten. Each flush leaves one
+/// segment that is never rewritten.
+///
+/// Under the default leveled strategy fjall merges disjoint segments anyway (level 0 into
+/// level 1 once it holds 64 MiB, and always on the way into level 2), so every leaf was
+/// written ~2.7 times; that was a third of all compaction under batch ingest, ~1 ms of CPU per
+/// 1,000 records (`docs/benchmarks.md`, session 14). The cost is more, smaller segment files
+/// (one per flush, ≤ 16 MiB before compression, where leveled would keep 64 MiB ones): lookups
+/// find the segment by binary search over the disjoint level either way.
+///
+/// fjall stores a partition's strategy when it creates it: directories created before session
+/// 14 keep the leveled one, which is correct, only slower.
+fn entries_compaction() -> fjall::compaction::Strategy {
+    fjall::compaction::Strategy::Fifo(fjall::compaction::Fifo::new(u64::MAX, None))
+}
+
 /// Handles to the keyspace and its partitions.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -260,12 +279,17 @@ impl Store {
         //   1,000 records under batch ingest, and id lookups did not slow down
         //   (`docs/benchmarks.md`, session 11). `versions` stays at 4: its reads are key ranges,
         //   which visit every level-0 segment, and they took twice as long with 16.
+        // - `entries` (written once, in index order, never deleted or overwritten) is never
+        //   compacted: see [`entries_compaction`].
         let open = |name: &str, hashes: bool, bloom: bool| {
             let mut o = PartitionCreateOptions::default()
                 .max_memtable_size(16 * 1024 * 1024)
                 .bloom_filter_bits(bloom.then_some(10));
             if hashes {
                 o = o.compression(fjall::CompressionType::None);
+            }
+            if name == "entries" {
+                o = o.compaction_strategy(entries_compaction());
             }
             if name == "ids" {
                 o = o.compaction_strategy(fjall::compaction::Strategy::Leveled(
@@ -723,6 +747,48 @@ mod tests {
         }
         assert_eq!(store.keyspace.write_buffer_size(), 0);
         assert_eq!(store.entry(19_999).unwrap().map(|v| v.len()), Some(300));
+    }
+
+    #[test]
+    fn entries_keep_every_segment_they_are_flushed_to_and_every_leaf() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        // Nothing is ever dropped: no size limit, no TTL.
+        match &store.entries.config.compaction_strategy {
+            fjall::compaction::Strategy::Fifo(f) => {
+                assert_eq!((f.limit, f.ttl_seconds), (u64::MAX, None));
+            }
+            other => panic!("entries compact with {other:?}"),
+        }
+        // Forty flushes of disjoint index ranges. The leveled strategy merges small disjoint
+        // segments once 32 gather in level 0; here every one stays as it was written.
+        let (flushes, per) = (40u64, 50u64);
+        for round in 0..flushes {
+            for i in 0..per {
+                let index = round * per + i;
+                store
+                    .entries
+                    .insert(index.to_be_bytes(), index.to_le_bytes())
+                    .unwrap();
+            }
+            store.entries.rotate_memtable().unwrap();
+        }
+        assert!(crate::seal::settle(
+            &store,
+            std::time::Duration::from_secs(30)
+        ));
+        assert_eq!(store.entries.segment_count(), flushes as usize);
+        drop(store);
+        // The strategy is the partition's own, kept across a restart, and so is every leaf.
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(matches!(
+            store.entries.config.compaction_strategy,
+            fjall::compaction::Strategy::Fifo(_)
+        ));
+        for index in 0..flushes * per {
+            let leaf = store.entry(index).unwrap().unwrap();
+            assert_eq!(&*leaf, index.to_le_bytes(), "entry {index}");
+        }
     }
 
     #[test]
