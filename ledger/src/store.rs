@@ -220,9 +220,21 @@ pub(crate) fn lock_data_dir(dir: &Path) -> Result<std::fs::File, LedgerError> {
 ///
 /// fjall stores a partition's strategy when it creates it: directories created before session
 /// 14 keep the leveled one, which is correct, only slower.
+///
+/// Segments that stay in level 0 keep their whole block index in memory (one handle per data
+/// block), which fjall otherwise does only for levels 0 and 1; hence [`ENTRIES_BLOCK_BYTES`].
 fn entries_compaction() -> fjall::compaction::Strategy {
     fjall::compaction::Strategy::Fifo(fjall::compaction::Fifo::new(u64::MAX, None))
 }
+
+/// Data and index block size of `entries` in directories created by this build (fjall's default
+/// is 4 KiB). Every `entries` segment stays in level 0 ([`entries_compaction`]), where fjall
+/// pins one block handle per data block in memory: with 4 KiB blocks that took ~60 MB of RSS at
+/// 11.6 M entries (168.8 MB at rest, against 104.6 MB with leveled compaction), with 32 KiB an
+/// eighth of it. Leaves are read one at a time only to answer `GET /v1/records/{id}`, and in
+/// runs (entry bundles of 256, exports, `verify`), which larger blocks suit; they also compress
+/// better.
+const ENTRIES_BLOCK_BYTES: u32 = 32 * 1024;
 
 /// Handles to the keyspace and its partitions.
 #[derive(Clone)]
@@ -289,7 +301,9 @@ impl Store {
                 o = o.compression(fjall::CompressionType::None);
             }
             if name == "entries" {
-                o = o.compaction_strategy(entries_compaction());
+                o = o
+                    .compaction_strategy(entries_compaction())
+                    .block_size(ENTRIES_BLOCK_BYTES);
             }
             if name == "ids" {
                 o = o.compaction_strategy(fjall::compaction::Strategy::Leveled(
@@ -753,6 +767,7 @@ mod tests {
     fn entries_keep_every_segment_they_are_flushed_to_and_every_leaf() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.entries.config.data_block_size, ENTRIES_BLOCK_BYTES);
         // Nothing is ever dropped: no size limit, no TTL.
         match &store.entries.config.compaction_strategy {
             fjall::compaction::Strategy::Fifo(f) => {
