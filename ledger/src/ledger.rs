@@ -192,8 +192,13 @@ impl Drop for Inner {
 /// The ledger's upkeep thread, until `stop` is set: unblocks stalled flushes
 /// ([`crate::store::unstall_flushes`]), frees journals pinned by small partitions
 /// ([`crate::store::free_journals`]), flushes the memtables of a quiet ledger
-/// ([`crate::store::flush_when_quiet`]) and records segment digests every
-/// [`crate::seal::SEAL_EVERY`].
+/// ([`crate::store::flush_when_quiet`]), records segment digests every
+/// [`crate::seal::SEAL_EVERY`] and keeps fjall's flush and compaction threads at a lower CPU
+/// priority ([`crate::store::lower_background_priority`], on its first tick and every
+/// [`RENICE_EVERY`]).
+/// How often the upkeep thread looks for fjall threads to give a lower priority.
+const RENICE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn spawn_sealer(
     dir: PathBuf,
     store: Store,
@@ -207,10 +212,24 @@ fn spawn_sealer(
             let mut since_seal = std::time::Duration::ZERO;
             let mut journals_freed = None;
             let mut quiet = crate::store::Quiet::default();
+            let mut since_renice = RENICE_EVERY;
             loop {
                 std::thread::park_timeout(tick);
                 if flag.load(Ordering::Acquire) {
                     return;
+                }
+                since_renice += tick;
+                if since_renice >= RENICE_EVERY {
+                    since_renice = std::time::Duration::ZERO;
+                    match crate::store::lower_background_priority() {
+                        Ok(0) => {}
+                        Ok(threads) => tracing::debug!(
+                            threads,
+                            nice = crate::store::BACKGROUND_NICE,
+                            "lowered the priority of fjall's flush and compaction threads"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "cannot lower the priority of fjall's threads"),
+                    }
                 }
                 match crate::store::unstall_flushes(&store) {
                     Ok(true) => tracing::debug!("rotated a memtable to unblock stalled flushes"),
