@@ -189,6 +189,9 @@ impl Drop for Inner {
     }
 }
 
+/// How often the upkeep thread looks for fjall threads to give a lower priority.
+const RENICE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The ledger's upkeep thread, until `stop` is set: unblocks stalled flushes
 /// ([`crate::store::unstall_flushes`]), frees journals pinned by small partitions
 /// ([`crate::store::free_journals`]), flushes the memtables of a quiet ledger
@@ -196,9 +199,6 @@ impl Drop for Inner {
 /// [`crate::seal::SEAL_EVERY`] and keeps fjall's flush and compaction threads at a lower CPU
 /// priority ([`crate::store::lower_background_priority`], on its first tick and every
 /// [`RENICE_EVERY`]).
-/// How often the upkeep thread looks for fjall threads to give a lower priority.
-const RENICE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
-
 fn spawn_sealer(
     dir: PathBuf,
     store: Store,

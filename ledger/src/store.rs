@@ -193,8 +193,9 @@ fn try_gate(store: &Store) -> Option<std::sync::MutexGuard<'_, ()>> {
 /// Flushes and compactions come in bursts of tens of milliseconds of CPU each; on two cores
 /// they took the CPU from the HTTP workers and the committer exactly when appends were waiting
 /// (RocksDB lowers its compaction threads' priority for the same reason). Open loop at 10,000
-/// appends/s, five runs each: client p99 10.7–13.4 ms in four runs (one run 34.6 ms) with the
-/// two reniced, 15.6–27.7 ms without; lowering the compactors alone did not help. Under batch
+/// appends/s: client p99 8.1–13.4 ms in nine of eleven runs with the two reniced (34.6 and
+/// 37.8 ms in the others, machine-wide stalls), 11.9–27.7 ms in nine runs without (median
+/// 16.3 ms); lowering the compactor alone did not help. Under batch
 /// ingest, where the CPU is saturated, the flusher gets less of it and fjall pauses writes more
 /// often for a full write buffer, but records/s did not fall (`docs/benchmarks.md`, session 14).
 pub(crate) const BACKGROUND_NICE: i32 = 10;
