@@ -45,6 +45,33 @@ fn collect_freed_memory() {
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
+/// Raises the soft limit on open files to the hard one (at most 1,048,576), as Go's runtime and
+/// the JVM do for their processes: the store sizes its cache of open segment files from it
+/// (`provledger_ledger`'s `Store::open`), and each connection takes a descriptor too.
+#[cfg(target_os = "linux")]
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited: nothing to raise.
+    let Some(soft) = limit.current else { return };
+    let target = limit.maximum.unwrap_or(u64::MAX).min(1 << 20);
+    if soft >= target {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(target),
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => info!(from = soft, to = target, "raised the limit on open files"),
+        Err(e) => tracing::warn!(error = %e, soft, "cannot raise the limit on open files"),
+    }
+}
+
+/// Elsewhere the platform's limit stays as it is.
+#[cfg(not(target_os = "linux"))]
+fn raise_open_files_limit() {}
+
 /// provledger: a provenance and lineage ledger for AI systems.
 #[derive(Parser, Debug)]
 #[command(version, about, propagate_version = true)]
@@ -197,6 +224,7 @@ fn init_logging(format: LogFormat) {
 fn serve(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(args)?;
     init_logging(settings.log_format);
+    raise_open_files_limit();
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",

@@ -294,6 +294,42 @@ fn entries_compaction() -> fjall::compaction::Strategy {
 /// better.
 const ENTRIES_BLOCK_BYTES: u32 = 32 * 1024;
 
+/// File descriptors left to everything but fjall's cache of open segment files: sockets,
+/// journals, the key and token files.
+const RESERVED_FILES: u64 = 1024;
+
+/// fjall's own size for its cache of open segment files, kept when the process may not open
+/// more files than that leaves room for.
+const FJALL_OPEN_FILES: usize = 900;
+
+/// The most segment files the store keeps open.
+const MAX_OPEN_FILES: usize = 16_384;
+
+/// How many segment files fjall may keep open, given the process's soft limit on open files
+/// (`None`: unlimited). `entries` gains a segment per flush and never merges them
+/// ([`entries_compaction`]): ~38 per million entries, so at ~18 M entries a log has more
+/// segments than fjall's default cache of 900, and reads of older leaves start reopening files.
+/// The server raises its soft limit to the hard one first (`src/main.rs`).
+fn open_files_budget(soft_limit: Option<u64>) -> usize {
+    soft_limit.map_or(MAX_OPEN_FILES, |soft| {
+        usize::try_from(soft.saturating_sub(RESERVED_FILES))
+            .unwrap_or(MAX_OPEN_FILES)
+            .clamp(FJALL_OPEN_FILES, MAX_OPEN_FILES)
+    })
+}
+
+/// The process's soft limit on open files (`None`: unlimited).
+#[cfg(target_os = "linux")]
+fn open_files_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Elsewhere: as if the limit were the usual 1,024, which keeps fjall's default.
+#[cfg(not(target_os = "linux"))]
+fn open_files_limit() -> Option<u64> {
+    Some(1024)
+}
+
 /// Handles to the keyspace and its partitions.
 #[derive(Clone)]
 pub(crate) struct Store {
@@ -332,6 +368,7 @@ impl Store {
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Store, LedgerError> {
         let lock = lock_data_dir(dir)?;
         let keyspace = Config::new(dir.join("fjall"))
+            .max_open_files(open_files_budget(open_files_limit()))
             .cache_size(cache_bytes)
             .max_write_buffer_size(WRITE_BUFFER_BYTES)
             .max_journaling_size(128 * 1024 * 1024)
@@ -862,6 +899,17 @@ mod tests {
             let leaf = store.entry(index).unwrap().unwrap();
             assert_eq!(&*leaf, index.to_le_bytes(), "entry {index}");
         }
+    }
+
+    #[test]
+    fn the_segment_file_cache_grows_with_the_open_files_limit() {
+        // The common default soft limit leaves fjall its own size, and so does anything lower.
+        assert_eq!(open_files_budget(Some(1024)), FJALL_OPEN_FILES);
+        assert_eq!(open_files_budget(Some(256)), FJALL_OPEN_FILES);
+        // Above it, all but the reserve, up to the cap.
+        assert_eq!(open_files_budget(Some(4096)), 3072);
+        assert_eq!(open_files_budget(Some(1 << 20)), MAX_OPEN_FILES);
+        assert_eq!(open_files_budget(None), MAX_OPEN_FILES);
     }
 
     #[cfg(target_os = "linux")]

@@ -682,3 +682,35 @@ fn leaf_refs(leaf: &[u8]) -> Vec<(String, Vec<u8>)> {
         })
         .collect()
 }
+
+/// The server raises its soft limit on open files to the hard one (at most 2^20): the store
+/// sizes its cache of open segment files from it.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_raises_its_limit_on_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let own = getrlimit(Resource::Nofile);
+    let target = own.maximum.unwrap_or(u64::MAX).min(1 << 20);
+    // Start it with a soft limit below the hard one (children inherit it), so that there is
+    // something to raise; the other tests' servers raise theirs again.
+    let lowered = Rlimit {
+        current: Some((target / 2).max(1024).min(target)),
+        maximum: own.maximum,
+    };
+    setrlimit(Resource::Nofile, lowered).expect("lowering the soft limit is always allowed");
+    let server = Server::start(&[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid()))
+        .expect("read /proc/<pid>/limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a `Max open files` line");
+    let soft: u64 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no soft limit in {line:?}"));
+    assert_eq!(soft, target, "{line}");
+    // Back to what this test process had.
+    let _ = setrlimit(Resource::Nofile, own);
+}

@@ -71,10 +71,14 @@ impl Server {
         self.tmp.path().join("data")
     }
 
+    /// The server's process id (it must be running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// The server's resident memory in KiB (`VmRSS` of `/proc/<pid>/status`).
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.child.as_ref().expect("the server is running").id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc/<pid>/status");
         status
             .lines()
