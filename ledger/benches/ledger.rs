@@ -1,5 +1,6 @@
 //! In-process benchmarks of the ledger: a record's ingress work (parse, scrub, validate), durable
-//! batch appends and inclusion proofs on a large log. Results and the commands that produce them are recorded in `docs/benchmarks.md`.
+//! batch appends and inclusion proofs on a large log. Results and the commands that produce
+//! them are recorded in `docs/benchmarks.md`.
 //!
 //! `PROVLEDGER_BENCH_LOG_SIZE` (default 1,000,000) sets the size of the log the proof bench
 //! reads; it is built once under `target/bench-data/` and reused by later runs.

@@ -190,7 +190,7 @@ impl Drop for Inner {
 }
 
 /// How often the upkeep thread looks for fjall threads to give a lower priority.
-const RENICE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const RENICE_EVERY: Duration = Duration::from_secs(10);
 
 /// The ledger's upkeep thread, until `stop` is set: unblocks stalled flushes
 /// ([`crate::store::unstall_flushes`]), frees journals pinned by small partitions
@@ -220,7 +220,7 @@ fn spawn_sealer(
                 }
                 since_renice += tick;
                 if since_renice >= RENICE_EVERY {
-                    since_renice = std::time::Duration::ZERO;
+                    since_renice = Duration::ZERO;
                     match crate::store::lower_background_priority() {
                         Ok(0) => {}
                         Ok(threads) => tracing::debug!(
