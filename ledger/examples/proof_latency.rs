@@ -2,8 +2,10 @@
 //! the server): `cargo run --release -p provledger-ledger --example proof_latency -- DIR [N]`.
 //! Opens the log with the directory's `signing.key`, asks N proofs for random indexes against
 //! the current tree size, verifies each, and prints p50/p99/max. Then, for N / 10 random
-//! records, the two index reads appends and queries make: an id lookup (`locate`, the `ids`
-//! partition) and the next version of the record's entity (`entity_versions`, `versions`).
+//! records: reading the record with its payload (`record_at`, as `GET /v1/records/{id}` does
+//! after the id lookup), and the two index reads appends and queries make: an id lookup
+//! (`locate`, the `ids` partition) and the next version of the record's entity
+//! (`entity_versions`, `versions`).
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // example
 
 use std::path::PathBuf;
@@ -51,9 +53,11 @@ fn main() {
         times,
     );
 
-    let (mut ids, mut versions) = (Vec::new(), Vec::new());
+    let (mut ids, mut versions, mut records) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n / 10 {
+        let t = Instant::now();
         let record = ledger.record_at(random_index()).unwrap();
+        records.push(t.elapsed());
         let t = Instant::now();
         let found = ledger.locate(&record.id).unwrap();
         ids.push(t.elapsed());
@@ -67,6 +71,7 @@ fn main() {
             assert!(next.iter().all(|(i, _)| *i > record.index));
         }
     }
+    report("records with their payloads (record_at)", records);
     report("id lookups (locate)", ids);
     report("next version of the entity (entity_versions)", versions);
 }

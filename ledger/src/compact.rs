@@ -1,7 +1,8 @@
 //! Compaction: making erased payload bytes disappear from every file under the data directory.
 //!
-//! Deleting a key in fjall writes a tombstone; the old value stays in older SST segments and
-//! in the journal until they are rewritten or removed. Compaction therefore:
+//! Erasing a payload rewrites its run (`payloads.rs`) without it, and deleting a key in fjall
+//! writes a tombstone; either way the old value stays in older SST segments and in the journal
+//! until they are rewritten or removed. Compaction therefore:
 //!
 //! 1. seals and flushes every partition's memtable (`rotate_memtable_and_wait`), which also
 //!    rotates the journal, so journals written before compaction hold nothing unflushed;
@@ -10,8 +11,8 @@
 //! 3. advances fjall's MVCC garbage-collection watermark to the present (fjall moves it only
 //!    when snapshots close, every 50th close), so that older versions of a key may be dropped;
 //! 4. runs a major compaction of the `payloads` partition into its last level, where values
-//!    hidden by a tombstone and the tombstone itself are dropped and the old segments are
-//!    deleted.
+//!    hidden by a newer version or a tombstone (and the tombstone itself) are dropped and the
+//!    old segments are deleted.
 //!
 //! Only `payloads` is rewritten: no other partition holds payload bytes, and rewriting the
 //! whole log would cost time proportional to its size.
@@ -91,7 +92,7 @@ pub(crate) fn compact_store(
     }
     // fjall deletes a sealed journal once every partition's segments hold a sequence number at
     // least as high as the journal's. That must happen before the compaction below: it may
-    // drop the payloads' newest item (an erasure's tombstone), after which the journals that
+    // drop the payloads' newest item (a tombstone), after which the journals that
     // recorded it would wait for a higher one forever.
     progress("waiting for old journals to be deleted");
     let deadline = Instant::now() + JOURNAL_WAIT;
@@ -141,8 +142,9 @@ fn sealed_journals(dir: &Path) -> Result<BTreeSet<PathBuf>, LedgerError> {
 ///
 /// This is needed for correctness, not only for space: fjall 2.11 drops a tombstone when it
 /// compacts into the last level, but keeps the older versions of the key that lie above the
-/// watermark, so a deleted payload would come back. The writer calls this after every batch
-/// that erased payloads, before any compaction can see their tombstones.
+/// watermark, so a deleted key would come back (and an erased payload's old run would stay on
+/// disk). The writer calls this after every batch that erased payloads, and the move of old
+/// payloads into runs after each of its steps, before any compaction can see them.
 pub(crate) fn advance_gc_watermark(store: &Store) {
     for _ in 0..SNAPSHOT_GC_INTERVAL {
         drop(store.payloads.snapshot());

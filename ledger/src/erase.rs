@@ -1,7 +1,8 @@
 //! Erasure: destroying a record's payload and salt without touching its leaf.
 //!
-//! An erasure runs as a job on the writer thread. In one atomic batch it deletes the payload
-//! (salt ‖ RFC 8785 JSON) of every target from the `payloads` partition and appends one
+//! An erasure runs as a job on the writer thread. In one atomic batch it removes the payload
+//! (salt ‖ RFC 8785 JSON) of every target from the `payloads` partition (rewriting each run
+//! that holds one, `payloads.rs`) and appends one
 //! `erasure` record per target, citing it with the reserved ref role [`ERASED_ROLE`]. The
 //! leaves stay, so every inclusion and consistency proof still verifies; the commitment in the
 //! leaf can no longer be opened. `provledger verify` accepts a missing payload only when such
@@ -170,7 +171,7 @@ pub(crate) fn plan(
             steps.push(Step::Existing(by));
             continue;
         }
-        if store.payloads.get(index.to_be_bytes())?.is_none() {
+        if store.payload(index)?.is_none() {
             if strict {
                 return Err(LedgerError::NothingToErase);
             }
@@ -365,10 +366,7 @@ pub(crate) fn verify_erasure_refs(store: &Store, leaf: &crate::record::Leaf) -> 
                 target.to_hex()
             ));
         };
-        let stored = store
-            .payloads
-            .get(index.to_be_bytes())
-            .map_err(|e| e.to_string())?;
+        let stored = store.payload(index).map_err(|e| e.to_string())?;
         if stored.is_some() {
             return Err(format!(
                 "erases entry {index}, but that entry's payload is still stored: the erasure did not happen"

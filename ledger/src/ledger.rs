@@ -274,6 +274,20 @@ impl Ledger {
                 "moved the tiles above level 0 to the `upper` partition (layout of earlier builds)"
             );
         }
+        let migrated = store.migrate_payloads(|n| {
+            if n % 1_000_000 < 4096 {
+                tracing::info!(
+                    moved = n,
+                    "moving payloads into runs (layout of earlier builds)"
+                );
+            }
+        })?;
+        if migrated > 0 {
+            tracing::info!(
+                migrated,
+                "payloads moved into runs of 16 (layout of earlier builds)"
+            );
+        }
         let state = store.state()?;
         let mut ring = KeyRing::load(&config.data_dir)?;
         if ring.entries().is_empty() {
@@ -865,7 +879,7 @@ impl Ledger {
     pub fn record_at(&self, index: u64) -> Result<StoredRecord, LedgerError> {
         let leaf_bytes = self.leaf(index)?;
         let leaf = Leaf::decode(&leaf_bytes)?;
-        let (payload, salt) = match self.inner.store.payloads.get(index.to_be_bytes())? {
+        let (payload, salt) = match self.inner.store.payload(index)? {
             None => {
                 // Erased by a batch that is not published yet: wait for its erasure record.
                 self.inner

@@ -41,6 +41,7 @@ mod indexes;
 mod keyring;
 mod ledger;
 mod metrics;
+mod payloads;
 mod pipeline;
 mod policy;
 mod record;

@@ -374,12 +374,17 @@ struct Open {
 /// holds its record's hash or index), so the order changes nothing else.
 ///
 /// Keys and values are fjall's own `Slice`s, made once: a `Vec` would be copied into one.
+///
+/// The batch's payloads are gathered here too, in runs (`payloads.rs`): they are added as the
+/// batch is sealed, when the last run is complete.
 #[derive(Default)]
 struct Scattered {
     ids: Vec<(Slice, Slice)>,
     versions: Vec<(Slice, Slice)>,
     cites: Vec<(Slice, Slice)>,
     subjects: Vec<(Slice, Slice)>,
+    run: crate::payloads::RunBuilder,
+    runs: Vec<(u64, Vec<u8>)>,
 }
 
 impl Scattered {
@@ -390,7 +395,13 @@ impl Scattered {
             versions,
             cites,
             subjects,
+            mut run,
+            mut runs,
         } = self;
+        runs.extend(run.finish());
+        for (start, bytes) in runs {
+            batch.insert(&store.payloads, start.to_be_bytes(), bytes);
+        }
         for (partition, mut writes) in [
             (&store.ids, ids),
             (&store.versions, versions),
@@ -404,6 +415,9 @@ impl Scattered {
         }
     }
 }
+
+/// The payloads an erasure removes and the runs rewritten without them (first index, run).
+type ErasedPayloads = (Vec<u64>, Vec<(u64, Vec<u8>)>);
 
 /// A signed batch on its way from the writer to the committer, then to the publisher.
 ///
@@ -743,7 +757,7 @@ impl Writer {
                 Some(req) => self.stage_erasure(&req, &prior),
                 None => self
                     .stage(job.records, &prior)
-                    .map(|(staged, local)| (staged, local, Vec::new())),
+                    .map(|(staged, local)| (staged, local, Default::default())),
             }
         });
         match result {
@@ -752,10 +766,12 @@ impl Writer {
                 let entries = debug_span!("integrate")
                     .in_scope(|| self.integrate(&mut o.batch, &mut o.scattered, staged));
                 // Erasure: the payloads go in the same atomic batch as the erasure records.
-                for index in erased {
-                    o.batch.remove(&self.store.payloads, index.to_be_bytes());
-                    o.erased.push(index);
+                let (erased, rewritten_runs) = erased;
+                for (start, run) in rewritten_runs {
+                    o.batch
+                        .insert(&self.store.payloads, start.to_be_bytes(), run);
                 }
+                o.erased.extend(erased);
                 o.outcomes.push((job.reply, Ok(entries)));
             }
             Err(e) => {
@@ -945,13 +961,14 @@ impl Writer {
     }
 
     /// Stages an erasure request: its erasure records as [`Writer::stage`] would, answers for
-    /// targets erased before, and the payload indices to delete in the same batch.
+    /// targets erased before, and the payload indices to delete in the same batch with the
+    /// payload runs that holds them, rewritten without them.
     #[allow(clippy::type_complexity)] // private plumbing of the writer loop
     fn stage_erasure(
         &self,
         req: &crate::erase::ErasureRequest,
         prior: &Prior<'_>,
-    ) -> Result<(Vec<Staged>, Overlay, Vec<u64>), LedgerError> {
+    ) -> Result<(Vec<Staged>, Overlay, ErasedPayloads), LedgerError> {
         use crate::erase::Step;
         // Planned against the store: `process` lets every earlier batch commit first.
         let plan = crate::erase::plan(&self.store, req, &prior.batch.erased)?;
@@ -976,7 +993,8 @@ impl Writer {
                 }
             }
         }
-        Ok((staged, local, plan.deletes))
+        let runs = self.store.payload_removals(&plan.deletes)?;
+        Ok((staged, local, (plan.deletes, runs)))
     }
 
     fn resolve(
@@ -1031,11 +1049,8 @@ impl Writer {
                     self.frontier.push(hash, |h, i, x| tiles.on_node(h, i, x));
                     let key = index.to_be_bytes();
                     batch.insert(&self.store.entries, key, leaf.as_slice());
-                    if let Some(p) = &payload {
-                        // Built in place: a `Vec` would be copied again into a `Slice`.
-                        let v = Slice::fused(&p.salt, &p.canonical);
-                        batch.insert(&self.store.payloads, key, v);
-                    }
+                    let slot = payload.as_ref().map(|p| (&p.salt[..], &p.canonical[..]));
+                    scattered.runs.extend(scattered.run.push(index, slot));
                     let id = Slice::new(hash.as_bytes());
                     scattered
                         .ids
@@ -1164,7 +1179,7 @@ impl Committer {
                 match written {
                     Ok(()) => {
                         if s.erased_payloads > 0 {
-                            // Before any compaction sees the tombstones (see `compact.rs`).
+                            // Before any compaction sees the rewritten runs (`compact.rs`).
                             crate::compact::advance_gc_watermark(&store);
                         }
                     }

@@ -117,22 +117,17 @@ impl Retention {
             while from < end {
                 let mut expired = Vec::new();
                 let mut next = end;
-                for kv in ledger
-                    .store()
-                    .payloads
-                    .range(from.to_be_bytes()..end.to_be_bytes())
-                {
-                    let (k, _) = kv?;
-                    let index = crate::store::be_u64(&k)?;
+                ledger.store().payload_indexes(from, end, |index| {
                     let bytes = ledger.leaf(index)?;
                     if Leaf::decode(&bytes)?.classification == rule.classification {
                         expired.push(leaf_hash(&bytes));
                         if expired.len() == CHUNK {
                             next = index + 1;
-                            break;
+                            return Ok(false);
                         }
                     }
-                }
+                    Ok(true)
+                })?;
                 if !expired.is_empty() {
                     let receipts = ledger.erase_blocking(ErasureRequest {
                         target: ErasureTarget::Records(expired),

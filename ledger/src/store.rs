@@ -4,7 +4,7 @@
 //! | partition  | key                                   | value                                 |
 //! |------------|---------------------------------------|---------------------------------------|
 //! | `entries`  | index (u64 BE)                        | leaf bytes                            |
-//! | `payloads` | index (u64 BE)                        | salt (32) ‖ RFC 8785 payload          |
+//! | `payloads` | first index of a run (u64 BE)         | up to 16 slots: len (u32 BE) ‖ salt (32) ‖ RFC 8785 payload, or `FFFFFFFF` (see `payloads.rs`) |
 //! | `tiles`    | 0 ‖ tile index (u64 BE)               | level 0's full tiles: 256 concatenated 32-byte hashes (the partial tile is in the head) |
 //! | `inner`    | 0 ‖ tile index (u64 BE)               | a full level-0 tile's 254 interior hashes (the right edge's are in the head) |
 //! | `upper`    | kind (0 row, 1 interior) ‖ level (u8 ≥ 1) ‖ tile index (u64 BE) | the tiles above level 0 (full, and each level's partial tile) and their full tiles' interiors |
@@ -15,6 +15,7 @@
 //! | `checkpoints` | tree size (u64 BE)                 | the signed checkpoint note for that size |
 //! | `subjects` | tenant ‖ 0 ‖ subject ‖ 0 ‖ index (BE) | leaf hash (32)                        |
 //! | `meta`     | `state`                               | MessagePack [`State`]                 |
+//! | `meta`     | `payload_runs_below`                  | u64 BE: `payloads` holds runs below it (`u64::MAX`: everywhere) |
 //! | `meta`     | `indexes`                             | layout version (u8, now 2) of the four indexes below; absent → rebuilt on open, older → upgraded on open |
 //! | `kinds`    | scope ‖ str(kind) ‖ first index (u64 BE) | posting chunk: LEB128 gaps to the batch's further indexes of that kind |
 //! | `actors`   | scope ‖ str(actor type) ‖ str(actor id) ‖ first index (u64 BE) | posting chunk, as in `kinds` |
@@ -362,6 +363,10 @@ pub(crate) struct Store {
     /// them; read once at open and cleared by [`Store::move_upper_tiles`]. Only then does a
     /// read that misses in `upper` look under the old key.
     pub(crate) upper_in_old_place: bool,
+    /// `payloads` holds runs for the indexes below this and one key per index from it on
+    /// (directories of earlier builds, until [`Store::migrate_payloads`] is done: then
+    /// `u64::MAX`). See `payloads.rs`.
+    pub(crate) payload_runs_below: u64,
 }
 
 impl Store {
@@ -422,9 +427,18 @@ impl Store {
         for p in [&tiles, &inner] {
             upper_in_old_place |= p.range(tile_key(1, 0)..).next().transpose()?.is_some();
         }
+        let meta = open("meta", false, false)?;
+        let payloads = open("payloads", false, false)?;
+        let payload_runs_below = match meta.get(crate::payloads::RUNS_BELOW_KEY)? {
+            Some(v) => be_u64(&v)?,
+            // A directory without the mark is new (nothing stored yet: all runs) or from an
+            // earlier build (every payload one key per index).
+            None if meta.get(STATE_KEY)?.is_none() && payloads.is_empty()? => u64::MAX,
+            None => 0,
+        };
         Ok(Store {
             entries: open("entries", false, false)?,
-            payloads: open("payloads", false, false)?,
+            payloads,
             tiles,
             inner,
             upper: open("upper", true, false)?,
@@ -433,7 +447,7 @@ impl Store {
             idem: open("idem", false, true)?,
             cites: open("cites", false, false)?,
             checkpoints: open("checkpoints", false, false)?,
-            meta: open("meta", false, false)?,
+            meta,
             subjects: open("subjects", false, false)?,
             kinds: open("kinds", false, false)?,
             actors: open("actors", false, false)?,
@@ -443,6 +457,7 @@ impl Store {
             _lock: std::sync::Arc::new(lock),
             commit_gate: Default::default(),
             upper_in_old_place,
+            payload_runs_below,
         })
     }
 

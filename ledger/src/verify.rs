@@ -200,7 +200,7 @@ fn verify_inner(
             Some((i, _)) => return Err(entry(format!("id index points to entry {i}"))),
             None => return Err(entry("missing from the id index".into())),
         }
-        let payload = store.payloads.get(k.as_ref()).map_err(LedgerError::from)?;
+        let payload = store.payload(index)?;
         match (leaf.commitment, payload) {
             (Some(want), Some(p)) => {
                 let (salt, body) = p

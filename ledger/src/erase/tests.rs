@@ -403,12 +403,7 @@ fn verify_requires_an_erasure_record_for_every_missing_payload_and_no_payload_fo
         &ledger,
         json!({"kind": "input", "actor": {"type": "agent", "id": "a1"}, "payload": {"x": 2}}),
     );
-    let saved = ledger
-        .store()
-        .payloads
-        .get(1u64.to_be_bytes())
-        .unwrap()
-        .unwrap();
+    let saved = ledger.store().payload(1).unwrap().unwrap();
     ledger
         .erase_blocking(request(ErasureTarget::Record(b.id), "r"))
         .unwrap();
@@ -417,8 +412,8 @@ fn verify_requires_an_erasure_record_for_every_missing_payload_and_no_payload_fo
 
     // A payload gone without an erasure record is lost data, not an erasure.
     let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
-    let kept = store.payloads.get(0u64.to_be_bytes()).unwrap().unwrap();
-    store.payloads.remove(0u64.to_be_bytes()).unwrap();
+    let kept = store.payload(0).unwrap().unwrap();
+    store.set_payload(0, None).unwrap();
     drop(store);
     let e = fx.verify().unwrap_err().to_string();
     assert_eq!(
@@ -428,8 +423,8 @@ fn verify_requires_an_erasure_record_for_every_missing_payload_and_no_payload_fo
 
     // A payload still stored for a record that an erasure record cites: it did not happen.
     let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
-    store.payloads.insert(0u64.to_be_bytes(), kept).unwrap();
-    store.payloads.insert(1u64.to_be_bytes(), saved).unwrap();
+    store.set_payload(0, Some(&kept)).unwrap();
+    store.set_payload(1, Some(&saved)).unwrap();
     drop(store);
     let e = fx.verify().unwrap_err().to_string();
     assert_eq!(
@@ -643,4 +638,134 @@ fn a_payload_is_never_seen_gone_before_its_erasure_is_published() {
     });
     // The reader did see payloads gone, so the assertion above ran.
     assert!(gone_seen.into_inner() > 0);
+}
+
+/// Appends `sizes` batches; every third record has no payload. Returns each record's payload.
+fn append_batches(ledger: &Ledger, sizes: &[usize]) -> Vec<Option<serde_json::Value>> {
+    let mut want = Vec::new();
+    for &n in sizes {
+        let mut batch = Vec::new();
+        for _ in 0..n {
+            let i = want.len();
+            let payload = (i % 3 != 2).then(|| json!({"i": i, "pad": "p".repeat(i % 50)}));
+            let mut r = json!({"kind": "input", "actor": {"type": "agent", "id": "a1"}});
+            if let Some(p) = &payload {
+                r["payload"] = p.clone();
+            }
+            batch.push(rec(r));
+            want.push(payload);
+        }
+        ledger.append_blocking(batch).unwrap();
+    }
+    want
+}
+
+fn payloads_of(ledger: &Ledger) -> Vec<Option<serde_json::Value>> {
+    (0..ledger.head().size)
+        .map(|i| ledger.record_at(i).unwrap().payload)
+        .collect()
+}
+
+/// Payloads live in runs of up to 16 records (`payloads.rs`): batches of every size, records
+/// without a payload among them, and erasures inside a run leave every other payload as it was.
+#[test]
+fn payload_runs_keep_every_payload_across_batches_gaps_and_erasures() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let mut want = append_batches(&ledger, &[1, 7, 20, 12, 33]);
+    assert_eq!(payloads_of(&ledger), want);
+    // Indexes 4 and 6 share a run, as do 18 and 19; 40 is in the last batch.
+    let ids: Vec<Hash> = [4u64, 6, 18, 19, 40]
+        .iter()
+        .map(|&i| ledger.record_at(i).unwrap().id)
+        .collect();
+    ledger
+        .erase_blocking(request(ErasureTarget::Records(ids[..4].to_vec()), "r"))
+        .unwrap();
+    ledger
+        .erase_blocking(request(ErasureTarget::Record(ids[4]), "r"))
+        .unwrap();
+    for i in [4, 6, 18, 19, 40] {
+        want[i] = None;
+    }
+    let now = payloads_of(&ledger);
+    assert_eq!(now[..want.len()], want[..]);
+    drop(ledger);
+    let report = fx.verify().unwrap();
+    assert_eq!(report.erased, 5);
+    assert_eq!(report.payloads as usize, want.iter().flatten().count());
+    let ledger = fx.open();
+    assert_eq!(payloads_of(&ledger)[..want.len()], want[..]);
+}
+
+/// A directory of an earlier build holds one `payloads` key per index. `verify` reads it as it
+/// is; opening a ledger moves it into runs, in steps, and a crash between steps resumes.
+#[test]
+fn payloads_stored_one_key_per_index_are_moved_into_runs_resuming_after_a_crash() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let want = append_batches(&ledger, &[1000; 10]);
+    let erased = ledger.record_at(4321).unwrap().id;
+    ledger
+        .erase_blocking(request(ErasureTarget::Record(erased), "r"))
+        .unwrap();
+    let size = ledger.head().size;
+    drop(ledger);
+
+    // Rewrite the directory in the old layout.
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    let old: Vec<(u64, Vec<u8>)> = (0..size)
+        .filter_map(|i| store.payload(i).unwrap().map(|p| (i, p)))
+        .collect();
+    assert_eq!(old.len(), want.iter().flatten().count() - 1, "one erased");
+    let runs: Vec<_> = store.payloads.keys().map(|k| k.unwrap()).collect();
+    assert!(runs.len() < old.len() / 10, "{} runs", runs.len());
+    for k in runs {
+        store.payloads.remove(k).unwrap();
+    }
+    for (i, p) in &old {
+        store
+            .payloads
+            .insert(i.to_be_bytes(), p.as_slice())
+            .unwrap();
+    }
+    store.meta.remove(crate::payloads::RUNS_BELOW_KEY).unwrap();
+    drop(store);
+    assert_eq!(
+        fx.verify().unwrap().erased,
+        1,
+        "verify reads the old layout"
+    );
+
+    // The first step lands, then the process dies.
+    let mut store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.payload_runs_below, 0);
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.migrate_payloads(|moved| assert!(moved < 4096, "crash after a step"))
+    }));
+    assert!(crashed.is_err());
+    drop(store);
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    let below = store.payload_runs_below;
+    assert!(below > 4000 && below < size, "moved up to {below}");
+    drop(store);
+    assert_eq!(fx.verify().unwrap().erased, 1, "verify reads both layouts");
+
+    let ledger = fx.open();
+    assert_eq!(ledger.store().payload_runs_below, u64::MAX);
+    let mut expect = want.clone();
+    expect[4321] = None;
+    assert_eq!(payloads_of(&ledger)[..expect.len()], expect[..]);
+    let keys = ledger.store().payloads.len().unwrap();
+    assert!(keys < old.len() / 10, "{keys} keys after the move");
+    // The move's tombstones compacted away (by fjall itself, without our compaction's steps)
+    // bring back no old key.
+    ledger.store().payloads.rotate_memtable_and_wait().unwrap();
+    ledger.store().payloads.major_compact().unwrap();
+    assert_eq!(ledger.store().payloads.len().unwrap(), keys);
+    assert_eq!(payloads_of(&ledger)[..expect.len()], expect[..]);
+    drop(ledger);
+    assert_eq!(fx.verify().unwrap().erased, 1);
+    let reopened = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    assert_eq!(reopened.payload_runs_below, u64::MAX, "the mark is stored");
 }
