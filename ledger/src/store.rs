@@ -385,12 +385,14 @@ impl Store {
         // - 16 MiB memtables for the partitions every append writes, bounded in total by the
         //   keyspace's write buffer;
         // - `ids` (random keys, read only by point lookups, which its bloom filter answers
-        //   without opening a segment) lets 16 segments gather in level 0 before merging them,
+        //   without opening a segment) lets 32 segments gather in level 0 before merging them,
         //   not 4: every flush of random keys overlaps all of level 0 and 1, so each merge
-        //   rewrites everything there. A quarter of the merges saved ~1.5 ms of compaction per
-        //   1,000 records under batch ingest, and id lookups did not slow down
-        //   (`docs/benchmarks.md`, session 11). `versions` stays at 4: its reads are key ranges,
-        //   which visit every level-0 segment, and they took twice as long with 16.
+        //   rewrites everything there. 16 instead of 4 saved ~1.5 ms of compaction per 1,000
+        //   records under batch ingest (session 11), 32 another ~0.65 ms (−14 % compactor CPU,
+        //   session 15), and id lookups did not slow down (`docs/benchmarks.md`). Directories
+        //   created before keep the threshold they were created with. `versions` stays at 4:
+        //   its reads are key ranges, which visit every level-0 segment, and they took twice
+        //   as long with 16.
         // - `entries` (written once, in index order, never deleted or overwritten) is never
         //   compacted: see [`entries_compaction`].
         let open = |name: &str, hashes: bool, bloom: bool| {
@@ -408,13 +410,13 @@ impl Store {
             if name == "ids" {
                 o = o.compaction_strategy(fjall::compaction::Strategy::Leveled(
                     fjall::compaction::Leveled {
-                        l0_threshold: 16,
-                        // Level 1's size is `target_size` × `l0_threshold`: 16 MiB × 16 keeps
+                        l0_threshold: 32,
+                        // Level 1's size is `target_size` × `l0_threshold`: 8 MiB × 32 keeps
                         // it at the default 256 MiB. 64 MiB × 16 made it 1 GiB, and level 1
                         // keeps denser bloom filters and its whole block index in memory: the
                         // id index's filters took 23.0 MB at 11.2 M entries, 17.2 MB at 10.9 M
-                        // with 16 MiB (`docs/benchmarks.md`, session 11).
-                        target_size: 16 * 1024 * 1024,
+                        // with 16 MiB × 16 (`docs/benchmarks.md`, session 11).
+                        target_size: 8 * 1024 * 1024,
                         ..Default::default()
                     },
                 ));
