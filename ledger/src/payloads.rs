@@ -9,9 +9,9 @@
 //! rewritten only by an erasure (the run without the erased payloads, in the erasure's atomic
 //! batch), whose older version compaction then drops (`compact.rs`).
 //!
-//! One key per record made fjall's per-key work (memtable inserts, flushes, compaction) a
-//! twelfth of the server's CPU under batch ingest; runs of 16 took 6–11 % off the CPU per
-//! record (`docs/benchmarks.md`, session 15).
+//! fjall's work is per key (memtable inserts, flushes, compaction), and payloads were one of
+//! the four keys every record wrote: runs of 16 took ~4 % off the server's CPU per record under
+//! batch ingest and added 5–12 % to in-process appends (`docs/benchmarks.md`, session 15).
 //!
 //! Data directories written before runs hold one key per index, value salt ‖ JSON. Opening
 //! a ledger moves them to runs ([`Store::migrate_payloads`]) in fsynced steps; `meta` records
@@ -82,7 +82,7 @@ fn push_slot(out: &mut Vec<u8>, payload: Option<(&[u8], &[u8])>) {
     match payload {
         None => out.extend_from_slice(&ABSENT.to_be_bytes()),
         Some((salt, json)) => {
-            // A payload is at most the request body limit, far below 4 GiB.
+            // `SealedPayload::seal` refuses payloads longer than `u32::MAX - 1` bytes.
             let len = u32::try_from(json.len()).unwrap_or(ABSENT - 1);
             out.reserve(4 + SALT_LEN + json.len());
             out.extend_from_slice(&len.to_be_bytes());
@@ -211,6 +211,11 @@ impl Store {
             };
             let slots = slots(&run)?;
             let end = start + slots.len() as u64;
+            if index >= end {
+                // No run covers it: nothing stored to remove.
+                i += 1;
+                continue;
+            }
             let mut rewritten = Vec::with_capacity(run.len());
             for (at, slot) in (start..).zip(slots) {
                 let keep = slot.filter(|_| sorted.binary_search(&at).is_err());
@@ -269,9 +274,9 @@ impl Store {
             for (start, bytes) in runs {
                 batch.insert(&self.payloads, start.to_be_bytes(), bytes);
             }
+            // The next step starts after the last index moved, with a run of its own: runs
+            // never join across steps. Until then readers take indexes from `below` on as old.
             let below = match last {
-                // A step that ends inside a run would leave its tail behind: the next step
-                // starts after the last index moved, and runs never join across steps.
                 Some(index) => index + 1,
                 None => u64::MAX,
             };

@@ -214,6 +214,10 @@ pub struct SealedPayload {
     pub commitment: [u8; 32],
 }
 
+/// The longest canonical payload: a payload run stores its length as a u32, and `u32::MAX`
+/// marks an empty slot (`payloads.rs`).
+const MAX_PAYLOAD_BYTES: usize = (u32::MAX - 1) as usize;
+
 impl SealedPayload {
     /// Canonicalizes and commits to a payload with a fresh random salt.
     pub fn seal(payload: &serde_json::Value) -> Result<SealedPayload, LedgerError> {
@@ -221,6 +225,17 @@ impl SealedPayload {
         let canonical = canonical_json(payload).map_err(|e| {
             LedgerError::invalid("payload", format!("cannot be canonicalized: {e}"))
         })?;
+        if canonical.len() > MAX_PAYLOAD_BYTES {
+            // A payload run stores each length as a u32 (`payloads.rs`).
+            return Err(LedgerError::invalid(
+                "payload",
+                format!(
+                    "is {} bytes in canonical form; at most {} can be stored",
+                    canonical.len(),
+                    MAX_PAYLOAD_BYTES
+                ),
+            ));
+        }
         let salt = fresh_salt();
         let commitment = commitment(&salt, &canonical);
         Ok(SealedPayload {

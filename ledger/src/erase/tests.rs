@@ -769,3 +769,31 @@ fn payloads_stored_one_key_per_index_are_moved_into_runs_resuming_after_a_crash(
     let reopened = Store::open(fx.dir.path(), 1 << 20).unwrap();
     assert_eq!(reopened.payload_runs_below, u64::MAX, "the mark is stored");
 }
+
+/// An index no run covers (past the end of the run its group starts with, or in a group
+/// with no run) has nothing to remove: the rewrite skips it, and only runs holding a removed
+/// payload are rewritten.
+#[test]
+fn removing_payloads_rewrites_only_the_runs_that_hold_them() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    append_batches(&ledger, &[3]);
+    let store = ledger.store().clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(store.payload_removals(&[5, 0, 40, 0])));
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("payload_removals returns")
+        .unwrap();
+    assert_eq!(out.len(), 1, "only the run at 0");
+    assert_eq!(out[0].0, 0);
+    let slots = crate::payloads::slots(&out[0].1).unwrap();
+    assert_eq!(slots.len(), 3);
+    assert!(slots[0].is_none(), "0 removed");
+    assert_eq!(
+        slots[1],
+        ledger.store().payload(1).unwrap().as_deref(),
+        "1 kept"
+    );
+    assert!(slots[2].is_none(), "2 never had one");
+}
