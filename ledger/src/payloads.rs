@@ -92,6 +92,15 @@ fn push_slot(out: &mut Vec<u8>, payload: Option<(&[u8], &[u8])>) {
     }
 }
 
+/// A run of slots given as stored (`salt ‖ JSON`, as [`slots`] returns them).
+fn encode_stored<'a>(stored: impl IntoIterator<Item = Option<&'a [u8]>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for slot in stored {
+        push_slot(&mut out, slot.map(|s| s.split_at(SALT_LEN.min(s.len()))));
+    }
+    out
+}
+
 /// The slots of an encoded run: `salt ‖ JSON` of each record, `None` where nothing is stored.
 pub(crate) fn slots(run: &[u8]) -> Result<Vec<Option<&[u8]>>, LedgerError> {
     let bad = |what: &str| LedgerError::Corrupt(format!("payload run: {what}"));
@@ -120,21 +129,50 @@ pub(crate) fn slots(run: &[u8]) -> Result<Vec<Option<&[u8]>>, LedgerError> {
     Ok(out)
 }
 
-impl Store {
+/// Reads payloads, keeping the last run it read: reading indexes in ascending order (as
+/// `verify` does) costs one read per run instead of one per record.
+pub(crate) struct PayloadReader<'a> {
+    store: &'a Store,
+    /// The last run read: its first index, the index after its last slot, and its bytes.
+    run: Option<(u64, u64, Slice)>,
+}
+
+impl<'a> PayloadReader<'a> {
+    pub(crate) fn new(store: &'a Store) -> PayloadReader<'a> {
+        PayloadReader { store, run: None }
+    }
+
     /// The stored `salt ‖ RFC 8785 JSON` of the record at `index`, `None` if it has none.
-    pub(crate) fn payload(&self, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
-        if index >= self.payload_runs_below {
-            return Ok(self.payloads.get(index.to_be_bytes())?.map(|v| v.to_vec()));
+    pub(crate) fn payload(&mut self, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
+        if index >= self.store.payload_runs_below {
+            let legacy = self.store.payloads.get(index.to_be_bytes())?;
+            return Ok(legacy.map(|v| v.to_vec()));
         }
-        let Some((start, run)) = self.run_holding(index)? else {
+        // Runs never overlap: one whose slots reach `index` is the one that holds it.
+        let cached = |&(start, end, _): &(u64, u64, Slice)| start <= index && index < end;
+        if !self.run.as_ref().is_some_and(cached) {
+            let Some((start, run)) = self.store.run_holding(index)? else {
+                return Ok(None);
+            };
+            let end = start + slots(&run)?.len() as u64;
+            self.run = Some((start, end, run));
+        }
+        let Some((start, _, run)) = self.run.as_ref().filter(|r| cached(r)) else {
             return Ok(None);
         };
         let offset = usize::try_from(index - start).unwrap_or(usize::MAX);
-        Ok(slots(&run)?
+        Ok(slots(run)?
             .get(offset)
             .copied()
             .flatten()
             .map(<[u8]>::to_vec))
+    }
+}
+
+impl Store {
+    /// The stored `salt ‖ RFC 8785 JSON` of the record at `index`, `None` if it has none.
+    pub(crate) fn payload(&self, index: u64) -> Result<Option<Vec<u8>>, LedgerError> {
+        PayloadReader::new(self).payload(index)
     }
 
     /// The run whose slots cover `index`, with its first index.
@@ -216,12 +254,10 @@ impl Store {
                 i += 1;
                 continue;
             }
-            let mut rewritten = Vec::with_capacity(run.len());
-            for (at, slot) in (start..).zip(slots) {
-                let keep = slot.filter(|_| sorted.binary_search(&at).is_err());
-                push_slot(&mut rewritten, keep.map(|s| s.split_at(SALT_LEN)));
-            }
-            out.push((start, rewritten));
+            let kept = (start..)
+                .zip(slots)
+                .map(|(at, slot)| slot.filter(|_| sorted.binary_search(&at).is_err()));
+            out.push((start, encode_stored(kept)));
             while sorted.get(i).is_some_and(|&x| x < end) {
                 i += 1;
             }
@@ -308,12 +344,11 @@ impl Store {
         if index - start >= slots.len() as u64 {
             return Err(missing());
         }
-        let mut out = Vec::new();
-        for (at, slot) in (start..).zip(slots) {
-            let slot = if at == index { payload } else { slot };
-            push_slot(&mut out, slot.map(|s| s.split_at(SALT_LEN.min(s.len()))));
-        }
-        self.payloads.insert(start.to_be_bytes(), out)?;
+        let replaced = (start..)
+            .zip(slots)
+            .map(|(at, slot)| if at == index { payload } else { slot });
+        self.payloads
+            .insert(start.to_be_bytes(), encode_stored(replaced))?;
         Ok(())
     }
 }

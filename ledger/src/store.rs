@@ -206,9 +206,9 @@ const BACKGROUND_THREADS: [&str; 2] = ["flusher", "compactor"];
 
 /// Gives every fjall flush and compaction thread of this process the priority
 /// [`BACKGROUND_NICE`] below the calling thread's, and returns how many it changed (0 when all
-/// already have it). A thread someone set lower still is left as it is: this only ever lowers. fjall starts those threads when it opens a keyspace, and it names them
-/// in the thread itself, so the upkeep thread calls this now and then rather than once right
-/// after opening. On Linux only, where the nice value is per thread; elsewhere it does nothing.
+/// already have it). A thread someone set lower still is left as it is: this only ever lowers.
+/// fjall starts those threads when it opens a keyspace, and it names them in the thread itself,
+/// so the upkeep thread calls this now and then rather than once right after opening. On Linux only, where the nice value is per thread; elsewhere it does nothing.
 #[cfg(target_os = "linux")]
 pub(crate) fn lower_background_priority() -> std::io::Result<usize> {
     use rustix::process::{getpriority_process, setpriority_process, Pid};

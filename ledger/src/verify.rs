@@ -174,6 +174,7 @@ fn verify_inner(
     let mut checkpoints = store.checkpoints.iter().peekable();
     let mut checkpoints_checked = 0u64;
     let mut indexed = crate::indexes::Expected::new(&store)?;
+    let mut stored = crate::payloads::PayloadReader::new(&store);
     for kv in store.entries.iter() {
         let (k, v) = kv.map_err(|e| VerifyError::Storage(e.to_string()))?;
         let index = store::be_u64(&k).map_err(|e| VerifyError::Storage(e.to_string()))?;
@@ -200,7 +201,7 @@ fn verify_inner(
             Some((i, _)) => return Err(entry(format!("id index points to entry {i}"))),
             None => return Err(entry("missing from the id index".into())),
         }
-        let payload = store.payload(index)?;
+        let payload = stored.payload(index)?;
         match (leaf.commitment, payload) {
             (Some(want), Some(p)) => {
                 let (salt, body) = p
