@@ -295,6 +295,10 @@ fn entries_compaction() -> fjall::compaction::Strategy {
 /// better.
 const ENTRIES_BLOCK_BYTES: u32 = 32 * 1024;
 
+/// The size of level 1 in the partitions that merge more than 4 segments of level 0 at once:
+/// fjall's default (64 MiB × 4).
+const LEVEL_1_BYTES: u32 = 256 * 1024 * 1024;
+
 /// File descriptors left to everything but fjall's cache of open segment files: sockets,
 /// journals, the key and token files.
 const RESERVED_FILES: u64 = 1024;
@@ -390,9 +394,11 @@ impl Store {
         //   rewrites everything there. 16 instead of 4 saved ~1.5 ms of compaction per 1,000
         //   records under batch ingest (session 11), 32 another ~0.65 ms (−14 % compactor CPU,
         //   session 15), and id lookups did not slow down (`docs/benchmarks.md`). Directories
-        //   created before keep the threshold they were created with. `versions` stays at 4:
-        //   its reads are key ranges, which visit every level-0 segment, and they took twice
-        //   as long with 16.
+        //   created before keep the threshold they were created with.
+        // - `versions` (keys clustered by entity, written all over the key space) merges at 8:
+        //   ~25 % less compaction than at 4 (session 16). Its reads are key ranges, which
+        //   visit every level-0 segment: with 16 they took twice as long, with 8 the next
+        //   version of an entity p50 +6 µs.
         // - `entries` (written once, in index order, never deleted or overwritten) is never
         //   compacted: see [`entries_compaction`].
         let open = |name: &str, hashes: bool, bloom: bool| {
@@ -407,16 +413,21 @@ impl Store {
                     .compaction_strategy(entries_compaction())
                     .block_size(ENTRIES_BLOCK_BYTES);
             }
-            if name == "ids" {
+            // Level 1's size is `target_size` × `l0_threshold`: both keep it at the default
+            // 256 MiB. 64 MiB × 16 made the id index's 1 GiB, and level 1 keeps denser bloom
+            // filters and its whole block index in memory: the id index's filters took 23.0 MB
+            // at 11.2 M entries, 17.2 MB at 10.9 M with 16 MiB × 16 (`docs/benchmarks.md`,
+            // session 11).
+            let l0_threshold = match name {
+                "ids" => Some(32),
+                "versions" => Some(8),
+                _ => None,
+            };
+            if let Some(l0_threshold) = l0_threshold {
                 o = o.compaction_strategy(fjall::compaction::Strategy::Leveled(
                     fjall::compaction::Leveled {
-                        l0_threshold: 32,
-                        // Level 1's size is `target_size` × `l0_threshold`: 8 MiB × 32 keeps
-                        // it at the default 256 MiB. 64 MiB × 16 made it 1 GiB, and level 1
-                        // keeps denser bloom filters and its whole block index in memory: the
-                        // id index's filters took 23.0 MB at 11.2 M entries, 17.2 MB at 10.9 M
-                        // with 16 MiB × 16 (`docs/benchmarks.md`, session 11).
-                        target_size: 8 * 1024 * 1024,
+                        l0_threshold,
+                        target_size: LEVEL_1_BYTES / u32::from(l0_threshold),
                         ..Default::default()
                     },
                 ));
@@ -915,6 +926,25 @@ mod tests {
         for index in 0..flushes * per {
             let leaf = store.entry(index).unwrap().unwrap();
             assert_eq!(&*leaf, index.to_le_bytes(), "entry {index}");
+        }
+    }
+
+    #[test]
+    fn scattered_indexes_merge_level_0_late_and_keep_level_1_at_256_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            // The strategy is fixed when the partition is created and persisted with it.
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            for (partition, threshold) in [(&store.ids, 32), (&store.versions, 8)] {
+                match &partition.config.compaction_strategy {
+                    fjall::compaction::Strategy::Leveled(l) => {
+                        assert_eq!(l.l0_threshold, threshold);
+                        let level_1 = u64::from(l.target_size) * u64::from(l.l0_threshold);
+                        assert_eq!(level_1, 256 * 1024 * 1024);
+                    }
+                    other => panic!("compacts with {other:?}"),
+                }
+            }
         }
     }
 
