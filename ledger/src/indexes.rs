@@ -748,7 +748,7 @@ pub(crate) fn backfill(store: &Store, size: u64) -> Result<(), LedgerError> {
     while start < size {
         let end = size.min(start + BACKFILL_CHUNK);
         let mut staging = Staging::default();
-        for kv in store.entries.range(start.to_be_bytes()..end.to_be_bytes()) {
+        for kv in store.leaves(start, end) {
             let (_, v) = kv?;
             let leaf = Leaf::decode(&v)?;
             stage(store, &leaf, leaf_hash(&v), &mut staging, &[])?;

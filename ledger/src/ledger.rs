@@ -289,6 +289,7 @@ impl Ledger {
             );
         }
         let state = store.state()?;
+        store.mark_leaf_runs(state.size)?;
         let mut ring = KeyRing::load(&config.data_dir)?;
         if ring.entries().is_empty() {
             ring = KeyRing::first(&key.verifier());
@@ -1023,14 +1024,8 @@ impl Ledger {
         let end = start + want;
         let mut out = Vec::new();
         let mut expected = start;
-        for kv in self
-            .inner
-            .store
-            .entries
-            .range(start.to_be_bytes()..end.to_be_bytes())
-        {
-            let (k, v) = kv?;
-            let i = crate::store::be_u64(&k)?;
+        for kv in self.inner.store.leaves(start, end) {
+            let (i, v) = kv?;
             if i != expected {
                 return Err(LedgerError::Corrupt(format!("entry {expected} is missing")));
             }

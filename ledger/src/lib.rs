@@ -39,6 +39,7 @@ mod error;
 mod idle;
 mod indexes;
 mod keyring;
+mod leaves;
 mod ledger;
 mod metrics;
 mod payloads;

@@ -385,6 +385,8 @@ struct Scattered {
     subjects: Vec<(Slice, Slice)>,
     run: crate::payloads::RunBuilder,
     runs: Vec<(u64, Vec<u8>)>,
+    leaves: crate::leaves::LeafRunBuilder,
+    leaf_runs: Vec<(u64, Vec<u8>)>,
 }
 
 impl Scattered {
@@ -397,7 +399,13 @@ impl Scattered {
             subjects,
             mut run,
             mut runs,
+            mut leaves,
+            mut leaf_runs,
         } = self;
+        leaf_runs.extend(leaves.finish());
+        for (start, bytes) in leaf_runs {
+            batch.insert(&store.entries, start.to_be_bytes(), bytes);
+        }
         runs.extend(run.finish());
         for (start, bytes) in runs {
             batch.insert(&store.payloads, start.to_be_bytes(), bytes);
@@ -1047,8 +1055,9 @@ impl Writer {
                     } = *entry;
                     let tiles = &mut self.tiles;
                     self.frontier.push(hash, |h, i, x| tiles.on_node(h, i, x));
-                    let key = index.to_be_bytes();
-                    batch.insert(&self.store.entries, key, leaf.as_slice());
+                    scattered
+                        .leaf_runs
+                        .extend(scattered.leaves.push(index, &leaf));
                     let slot = payload.as_ref().map(|p| (&p.salt[..], &p.canonical[..]));
                     scattered.runs.extend(scattered.run.push(index, slot));
                     let id = Slice::new(hash.as_bytes());

@@ -3,7 +3,7 @@
 //!
 //! | partition  | key                                   | value                                 |
 //! |------------|---------------------------------------|---------------------------------------|
-//! | `entries`  | index (u64 BE)                        | leaf bytes                            |
+//! | `entries`  | first index of a run (u64 BE); below `leaf_runs_from`, the index | up to 64 leaves, each len (u16 BE) ‖ leaf bytes (see `leaves.rs`); below `leaf_runs_from`, the leaf bytes |
 //! | `payloads` | first index of a run (u64 BE)         | up to 16 slots: len (u32 BE) ‖ salt (32) ‖ RFC 8785 payload, or `FFFFFFFF` (see `payloads.rs`) |
 //! | `tiles`    | 0 ‖ tile index (u64 BE)               | level 0's full tiles: 256 concatenated 32-byte hashes (the partial tile is in the head) |
 //! | `inner`    | 0 ‖ tile index (u64 BE)               | a full level-0 tile's 254 interior hashes (the right edge's are in the head) |
@@ -16,6 +16,7 @@
 //! | `subjects` | tenant ‖ 0 ‖ subject ‖ 0 ‖ index (BE) | leaf hash (32)                        |
 //! | `meta`     | `state`                               | MessagePack [`State`]                 |
 //! | `meta`     | `payload_runs_below`                  | u64 BE: `payloads` holds runs below it (`u64::MAX`: everywhere) |
+//! | `meta`     | `leaf_runs_from`                      | u64 BE: `entries` holds runs from it on (0: everywhere) |
 //! | `meta`     | `indexes`                             | layout version (u8, now 2) of the four indexes below; absent → rebuilt on open, older → upgraded on open |
 //! | `kinds`    | scope ‖ str(kind) ‖ first index (u64 BE) | posting chunk: LEB128 gaps to the batch's further indexes of that kind |
 //! | `actors`   | scope ‖ str(actor type) ‖ str(actor id) ‖ first index (u64 BE) | posting chunk, as in `kinds` |
@@ -371,6 +372,9 @@ pub(crate) struct Store {
     /// (directories of earlier builds, until [`Store::migrate_payloads`] is done: then
     /// `u64::MAX`). See `payloads.rs`.
     pub(crate) payload_runs_below: u64,
+    /// `entries` holds one leaf per key below this and runs from it on (`leaves.rs`):
+    /// `u64::MAX` in a directory of an earlier build until a ledger opens it.
+    pub(crate) leaf_runs_from: u64,
 }
 
 impl Store {
@@ -449,8 +453,14 @@ impl Store {
             None if meta.get(STATE_KEY)?.is_none() && payloads.is_empty()? => u64::MAX,
             None => 0,
         };
+        let entries = open("entries", false, false)?;
+        let leaf_runs_from = match meta.get(crate::leaves::RUNS_FROM_KEY)? {
+            Some(v) => be_u64(&v)?,
+            None if meta.get(STATE_KEY)?.is_none() && entries.is_empty()? => 0,
+            None => u64::MAX,
+        };
         Ok(Store {
-            entries: open("entries", false, false)?,
+            entries,
             payloads,
             tiles,
             inner,
@@ -471,6 +481,7 @@ impl Store {
             commit_gate: Default::default(),
             upper_in_old_place,
             payload_runs_below,
+            leaf_runs_from,
         })
     }
 
@@ -512,10 +523,6 @@ impl Store {
             .map_err(|e| LedgerError::Corrupt(format!("tree state does not encode: {e}")))?;
         batch.insert(&self.meta, STATE_KEY, bytes);
         Ok(())
-    }
-
-    pub(crate) fn entry(&self, index: u64) -> Result<Option<Slice>, LedgerError> {
-        Ok(self.entries.get(index.to_be_bytes())?)
     }
 
     /// The archived signed checkpoint for exactly `size`, if a batch ended there.
@@ -883,7 +890,8 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         assert_eq!(store.keyspace.write_buffer_size(), 0);
-        assert_eq!(store.entry(19_999).unwrap().map(|v| v.len()), Some(300));
+        let last = store.entries.get(19_999u64.to_be_bytes()).unwrap();
+        assert_eq!(last.map(|v| v.len()), Some(300));
     }
 
     #[test]
@@ -924,7 +932,7 @@ mod tests {
             fjall::compaction::Strategy::Fifo(_)
         ));
         for index in 0..flushes * per {
-            let leaf = store.entry(index).unwrap().unwrap();
+            let leaf = store.entries.get(index.to_be_bytes()).unwrap().unwrap();
             assert_eq!(&*leaf, index.to_le_bytes(), "entry {index}");
         }
     }

@@ -212,11 +212,17 @@ impl TileRows {
 /// The leaf hashes of entries `from..to`, concatenated.
 fn hash_entries(store: &Store, from: u64, to: u64) -> Result<Vec<u8>, LedgerError> {
     let mut out = Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN);
-    for index in from..to {
-        let leaf = store
-            .entry(index)?
-            .ok_or_else(|| LedgerError::Corrupt(format!("entry {index} is missing")))?;
+    let mut expected = from;
+    for kv in store.leaves(from, to) {
+        let (index, leaf) = kv?;
+        if index != expected {
+            break;
+        }
         out.extend_from_slice(provledger_signer::leaf_hash(&leaf).as_bytes());
+        expected += 1;
+    }
+    if expected != to {
+        return Err(LedgerError::Corrupt(format!("entry {expected} is missing")));
     }
     Ok(out)
 }

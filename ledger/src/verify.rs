@@ -175,9 +175,14 @@ fn verify_inner(
     let mut checkpoints_checked = 0u64;
     let mut indexed = crate::indexes::Expected::new(&store)?;
     let mut stored = crate::payloads::PayloadReader::new(&store);
-    for kv in store.entries.iter() {
-        let (k, v) = kv.map_err(|e| VerifyError::Storage(e.to_string()))?;
-        let index = store::be_u64(&k).map_err(|e| VerifyError::Storage(e.to_string()))?;
+    for kv in store.leaves(0, u64::MAX) {
+        let (index, v) = kv.map_err(|e| match e {
+            LedgerError::Corrupt(reason) => VerifyError::Entry {
+                index: expected,
+                reason,
+            },
+            e => VerifyError::Storage(e.to_string()),
+        })?;
         if index != expected {
             return Err(VerifyError::Entry {
                 index: expected,

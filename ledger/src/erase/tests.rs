@@ -797,3 +797,96 @@ fn removing_payloads_rewrites_only_the_runs_that_hold_them() {
     );
     assert!(slots[2].is_none(), "2 never had one");
 }
+
+/// A directory of an earlier build holds one `entries` key per leaf. `verify` reads it as it
+/// is; a ledger opening it leaves those keys where they are, marks where runs begin, and stores
+/// every later leaf in runs (`leaves.rs`); every reader sees one log across the boundary.
+#[test]
+fn leaves_stored_one_key_per_index_stay_and_later_leaves_go_in_runs() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    append_batches(&ledger, &[100, 150]);
+    let size = ledger.head().size;
+    drop(ledger);
+
+    // Rewrite the directory in the old layout.
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.leaf_runs_from, 0);
+    let old: Vec<(u64, fjall::Slice)> = store.leaves(0, size).map(|r| r.unwrap()).collect();
+    assert_eq!(old.len() as u64, size);
+    let runs: Vec<_> = store.entries.keys().map(|k| k.unwrap()).collect();
+    assert!(runs.len() < 10, "{} runs", runs.len());
+    for k in runs {
+        store.entries.remove(k).unwrap();
+    }
+    for (i, leaf) in &old {
+        store.entries.insert(i.to_be_bytes(), leaf.clone()).unwrap();
+    }
+    store.meta.remove(crate::leaves::RUNS_FROM_KEY).unwrap();
+    drop(store);
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.leaf_runs_from, u64::MAX, "read as the old layout");
+    drop(store);
+    assert_eq!(fx.verify().unwrap().tree_size, size);
+
+    let ledger = fx.open();
+    assert_eq!(ledger.store().leaf_runs_from, size);
+    append_batches(&ledger, &[70, 3]);
+    let grown = ledger.head().size;
+    assert_eq!(grown, size + 73);
+    // Runs from 250: 250..256, 256..320, then 320..323.
+    assert_eq!(ledger.store().entries.len().unwrap() as u64, size + 3);
+    for (i, leaf) in &old {
+        assert_eq!(ledger.store().entry(*i).unwrap().as_ref(), Some(leaf));
+    }
+    for i in 0..grown {
+        let r = ledger.record_at(i).unwrap();
+        assert_eq!(ledger.record(&r.id, None).unwrap().index, i);
+    }
+    // Tile 0 of the entry bundles spans both layouts.
+    let bundle = ledger.entry_bundle(0, None).unwrap().unwrap();
+    let mut want = Vec::new();
+    for i in 0..256 {
+        let leaf = ledger.store().entry(i).unwrap().unwrap();
+        want.extend_from_slice(&(leaf.len() as u16).to_be_bytes());
+        want.extend_from_slice(&leaf);
+    }
+    assert_eq!(bundle, want);
+    drop(ledger);
+    assert_eq!(fx.verify().unwrap().tree_size, grown);
+    let reopened = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    assert_eq!(reopened.leaf_runs_from, size, "the mark is stored");
+}
+
+/// A run that is gone or damaged is reported at the first index it should hold.
+#[test]
+fn verify_names_the_first_leaf_of_a_missing_or_damaged_run() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    append_batches(&ledger, &[200]);
+    drop(ledger);
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    let run = store.entries.get(64u64.to_be_bytes()).unwrap().unwrap();
+    store.entries.remove(64u64.to_be_bytes()).unwrap();
+    drop(store);
+    match fx.verify() {
+        Err(VerifyError::Entry { index: 64, reason }) => assert_eq!(reason, "missing"),
+        other => panic!("{other:?}"),
+    }
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    store
+        .entries
+        .insert(64u64.to_be_bytes(), &run[..run.len() - 1])
+        .unwrap();
+    drop(store);
+    match fx.verify() {
+        Err(VerifyError::Entry { index: 64, reason }) => {
+            assert!(reason.contains("leaf run at 64"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    store.entries.insert(64u64.to_be_bytes(), run).unwrap();
+    drop(store);
+    assert_eq!(fx.verify().unwrap().tree_size, 200);
+}
