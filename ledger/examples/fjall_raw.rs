@@ -19,8 +19,19 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(16);
     // The ledger's four keys a record (entries, payloads, ids, versions) one at a time, then the
-    // same four with the leaf and payload of `chunk` records sharing one key (2 + 2/chunk keys).
-    for (keys_per_record, chunk) in [(1usize, 1u64), (2, 1), (3, 1), (4, 1), (4, 16), (4, 64)] {
+    // same four with the leaves of `chunk` records sharing one key and their payloads one key
+    // per `chunk` or per 16 (the ledger's shape since session 16: leaves in runs of 64,
+    // payloads in runs of 16).
+    let shapes = [
+        (1usize, 1u64, 1u64),
+        (2, 1, 1),
+        (3, 1, 1),
+        (4, 1, 1),
+        (4, 16, 16),
+        (4, 64, 64),
+        (4, 64, 16),
+    ];
+    for (keys_per_record, chunk, payload_chunk) in shapes {
         // A fresh keyspace each, so one variant's flushes and compactions do not slow the next.
         let dir = tempfile::tempdir().unwrap();
         let ks = Config::new(dir.path()).open().unwrap();
@@ -41,7 +52,12 @@ fn main() {
                 if chunk > 1 {
                     if (i + 1) % chunk == 0 {
                         let first = (i + 1 - chunk).to_be_bytes();
-                        batch.insert(&parts[0], first, vec![7u8; 500 * chunk as usize]);
+                        batch.insert(&parts[0], first, vec![7u8; 302 * chunk as usize]);
+                    }
+                    if (i + 1) % payload_chunk == 0 {
+                        let first = (i + 1 - payload_chunk).to_be_bytes();
+                        let run = vec![9u8; 236 * payload_chunk as usize];
+                        batch.insert(&parts[1], first, run);
                     }
                 } else {
                     batch.insert(&parts[0], k, vec![7u8; 300]);
@@ -62,7 +78,7 @@ fn main() {
         }
         let secs = start.elapsed().as_secs_f64();
         println!(
-            "{keys_per_record} keys/record, leaf and payload chunked by {chunk}: {:.0} records/s",
+            "{keys_per_record} keys/record, leaves chunked by {chunk}, payloads by {payload_chunk}: {:.0} records/s",
             (batches * 1000) as f64 / secs,
         );
     }

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::indexes::Event;
@@ -21,6 +22,7 @@ pub(crate) struct Metrics {
     pub(crate) pushback: IntCounter,
     pub(crate) batch_records: Histogram,
     pub(crate) commit_seconds: Histogram,
+    pub(crate) write_buffer_wait: Counter,
     pub(crate) append_seconds: Histogram,
     pub(crate) tree_size: IntGauge,
     pub(crate) poisoned: IntGauge,
@@ -68,6 +70,10 @@ impl Metrics {
                 )
                 .buckets(latency.clone()),
             )?,
+            write_buffer_wait: Counter::new(
+                "provledger_write_buffer_wait_seconds_total",
+                "Time the committer waited for memtable flushes before the next batch, the write buffer being full.",
+            )?,
             append_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "provledger_append_seconds",
@@ -88,6 +94,7 @@ impl Metrics {
         registry.register(Box::new(m.pushback.clone()))?;
         registry.register(Box::new(m.batch_records.clone()))?;
         registry.register(Box::new(m.commit_seconds.clone()))?;
+        registry.register(Box::new(m.write_buffer_wait.clone()))?;
         registry.register(Box::new(m.append_seconds.clone()))?;
         registry.register(Box::new(m.tree_size.clone()))?;
         registry.register(Box::new(m.poisoned.clone()))?;

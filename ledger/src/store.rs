@@ -66,14 +66,59 @@ pub(crate) struct State {
     pub(crate) checkpoint: String,
 }
 
-/// fjall's keyspace-wide write buffer (active and sealed memtables); writes halt above it.
+/// The write buffer (fjall's active and sealed memtables) the committer keeps within: see
+/// [`relieve_write_buffer`].
 pub(crate) const WRITE_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
+
+/// fjall's own limit on the write buffer, a safety net four times ours. Above its limit fjall
+/// halts the write in 10 ms sleeps and, once below, sleeps 100 ms more while above 90 %: inside
+/// the batch commit, where each sleep holds up every batch behind it.
+const FJALL_WRITE_BUFFER_BYTES: u64 = 4 * WRITE_BUFFER_BYTES;
+
+/// Longest the committer waits for flushes in [`relieve_write_buffer`] before it goes on (fjall's
+/// own limit still holds).
+const WRITE_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Keeps the write buffer within [`WRITE_BUFFER_BYTES`]; the committer calls it after each
+/// batch and returns the time it waited. Seals the largest active memtable once the active
+/// memtables hold more than half of it: fjall's monitor does that only every 250 ms, in which
+/// batch ingest fills the whole buffer (a record adds ~650 bytes across the partitions, and
+/// the per-partition limits, 16 MiB each, add up to more than the buffer), and fjall then
+/// halted commits for 10–100 ms at a time, 20–40 times per 300,000 records in process
+/// (`docs/benchmarks.md`, session 16). Then, while the buffer is over, waits for the flusher
+/// in 1 ms steps.
+pub(crate) fn relieve_write_buffer(store: &Store) -> Result<std::time::Duration, LedgerError> {
+    use fjall::AbstractTree as _;
+    let started = std::time::Instant::now();
+    loop {
+        let mut active = 0u64;
+        let mut largest: Option<(&PartitionHandle, u64)> = None;
+        for (_, partition) in store.partitions() {
+            let size = u64::from(partition.tree.active_memtable_size());
+            active += size;
+            if largest.is_none_or(|(_, l)| size > l) {
+                largest = Some((partition, size));
+            }
+        }
+        if active > WRITE_BUFFER_BYTES / 2 {
+            if let Some((partition, _)) = largest {
+                partition.rotate_memtable()?;
+            }
+        }
+        if store.keyspace.write_buffer_size() <= WRITE_BUFFER_BYTES
+            || started.elapsed() >= WRITE_BUFFER_WAIT
+        {
+            return Ok(started.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
 
 /// Works around flush-permit starvation in fjall 2.11: on recovery the flusher gets one permit
 /// per partition with queued memtables, not one per memtable, and a round flushes at most a
-/// few; the memtables left queued hold the write buffer above its limit, every write then
-/// halts, and fjall's monitor will not rotate (which is what would grant more rounds) a
-/// partition that still has queued memtables. Each rotation of a non-empty memtable grants the
+/// few; the memtables left queued hold the write buffer above its limit, the committer then
+/// waits ([`relieve_write_buffer`]), and fjall's monitor will not rotate (which is what would
+/// grant more rounds) a partition that still has queued memtables. Each rotation of a non-empty memtable grants the
 /// flusher one more round. Called every 100 ms by the ledger's upkeep thread; does nothing
 /// while the write buffer is below 90 % of its limit.
 pub(crate) fn unstall_flushes(store: &Store) -> Result<bool, LedgerError> {
@@ -383,7 +428,7 @@ impl Store {
         let keyspace = Config::new(dir.join("fjall"))
             .max_open_files(open_files_budget(open_files_limit()))
             .cache_size(cache_bytes)
-            .max_write_buffer_size(WRITE_BUFFER_BYTES)
+            .max_write_buffer_size(FJALL_WRITE_BUFFER_BYTES)
             .max_journaling_size(128 * 1024 * 1024)
             .open()?;
         // Per partition, chosen by how it is read (these are fixed when a partition is created):
@@ -935,6 +980,47 @@ mod tests {
             let leaf = store.entries.get(index.to_be_bytes()).unwrap().unwrap();
             assert_eq!(&*leaf, index.to_le_bytes(), "entry {index}");
         }
+    }
+
+    #[test]
+    fn the_committer_seals_the_largest_memtable_and_waits_for_the_flusher() {
+        use fjall::AbstractTree as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let fill = |partition: &PartitionHandle, mib: u64| {
+            for i in 0..mib * 16 {
+                partition
+                    .insert(i.to_be_bytes(), vec![7u8; 64 * 1024])
+                    .unwrap();
+            }
+        };
+        // Under half of the buffer: nothing sealed, nothing to wait for.
+        fill(&store.payloads, 6);
+        fill(&store.entries, 4);
+        relieve_write_buffer(&store).unwrap();
+        assert!(store.payloads.tree.active_memtable_size() > 0);
+        assert!(store.entries.tree.active_memtable_size() > 0);
+        // Over half: the largest is sealed (and queued for a flush), the others stay.
+        fill(&store.versions, 7);
+        relieve_write_buffer(&store).unwrap();
+        assert_eq!(store.versions.tree.active_memtable_size(), 0);
+        assert!(store.payloads.tree.active_memtable_size() > 0);
+        assert!(store.entries.tree.active_memtable_size() > 0);
+        // Over the whole buffer in active memtables alone (fjall's own limit is four times as
+        // much, so it lets these writes through): the call seals memtables until the active
+        // ones hold at most half, and returns once the flusher has brought the rest under.
+        for p in [&store.ids, &store.cites, &store.subjects] {
+            fill(p, 12);
+        }
+        assert!(store.keyspace.write_buffer_size() > WRITE_BUFFER_BYTES);
+        relieve_write_buffer(&store).unwrap();
+        assert!(store.keyspace.write_buffer_size() <= WRITE_BUFFER_BYTES);
+        let active: u64 = store
+            .partitions()
+            .iter()
+            .map(|(_, p)| u64::from(p.tree.active_memtable_size()))
+            .sum();
+        assert!(active <= WRITE_BUFFER_BYTES / 2, "{active} bytes active");
     }
 
     #[test]

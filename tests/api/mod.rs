@@ -496,6 +496,11 @@ fn metrics_and_health() {
         text.contains("provledger_append_seconds_bucket"),
         "append latency histogram"
     );
+    // Eight small records never fill the write buffer: the committer never waited.
+    assert_eq!(
+        metric(&text, "provledger_write_buffer_wait_seconds_total"),
+        0.0
+    );
     // Per-route HTTP metrics, labelled by route pattern (not raw path) and status.
     assert_eq!(
         metric(
