@@ -156,6 +156,29 @@ impl Store {
         }
     }
 
+    /// Calls `each` with every leaf in `from..to`, in index order; a missing leaf is a
+    /// [`LedgerError::Corrupt`] naming its index.
+    pub(crate) fn each_leaf(
+        &self,
+        from: u64,
+        to: u64,
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let mut expected = from;
+        for kv in self.leaves(from, to) {
+            let (index, leaf) = kv?;
+            if index != expected {
+                break;
+            }
+            each(index, &leaf)?;
+            expected += 1;
+        }
+        if expected < to {
+            return Err(LedgerError::Corrupt(format!("entry {expected} is missing")));
+        }
+        Ok(())
+    }
+
     /// Marks, durably, where runs start in this directory, if no ledger has yet: the tree
     /// size now (0 for a new one). Call before anything is appended.
     pub(crate) fn mark_leaf_runs(&mut self, size: u64) -> Result<(), LedgerError> {
@@ -289,6 +312,33 @@ mod tests {
             let reopened = Store::open(dir.path(), 1 << 20).unwrap();
             prop_assert_eq!(reopened.leaf_runs_from, legacy);
         }
+    }
+
+    #[test]
+    fn each_leaf_names_the_first_missing_leaf() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 1 << 20).unwrap();
+        store.mark_leaf_runs(0).unwrap();
+        let size = write(&store, 0, &[100, 100]);
+        let mut seen = Vec::new();
+        store
+            .each_leaf(10, size, |i, bytes| {
+                assert_eq!(bytes, &leaf(i)[..]);
+                seen.push(i);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, (10..size).collect::<Vec<_>>());
+        let missing = |from, to| match store.each_leaf(from, to, |_, _| Ok(())) {
+            Err(LedgerError::Corrupt(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(missing(150, size + 1), format!("entry {size} is missing"));
+        // The run 128..192 (the second batch's second run) is gone.
+        store.entries.remove(128u64.to_be_bytes()).unwrap();
+        assert_eq!(missing(0, size), "entry 128 is missing");
+        assert_eq!(missing(130, 140), "entry 130 is missing");
+        store.each_leaf(0, 128, |_, _| Ok(())).unwrap();
     }
 
     #[test]

@@ -1023,22 +1023,14 @@ impl Ledger {
         let start = index * TILE_WIDTH;
         let end = start + want;
         let mut out = Vec::new();
-        let mut expected = start;
-        for kv in self.inner.store.leaves(start, end) {
-            let (i, v) = kv?;
-            if i != expected {
-                return Err(LedgerError::Corrupt(format!("entry {expected} is missing")));
-            }
-            let len = u16::try_from(v.len()).map_err(|_| {
+        self.inner.store.each_leaf(start, end, |i, leaf| {
+            let len = u16::try_from(leaf.len()).map_err(|_| {
                 LedgerError::Corrupt(format!("entry {i} is longer than 65535 bytes"))
             })?;
             out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&v);
-            expected += 1;
-        }
-        if expected != end {
-            return Err(LedgerError::Corrupt(format!("entry {expected} is missing")));
-        }
+            out.extend_from_slice(leaf);
+            Ok(())
+        })?;
         Ok(Some(out))
     }
 }

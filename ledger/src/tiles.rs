@@ -212,18 +212,10 @@ impl TileRows {
 /// The leaf hashes of entries `from..to`, concatenated.
 fn hash_entries(store: &Store, from: u64, to: u64) -> Result<Vec<u8>, LedgerError> {
     let mut out = Vec::with_capacity(TILE_WIDTH as usize * HASH_LEN);
-    let mut expected = from;
-    for kv in store.leaves(from, to) {
-        let (index, leaf) = kv?;
-        if index != expected {
-            break;
-        }
-        out.extend_from_slice(provledger_signer::leaf_hash(&leaf).as_bytes());
-        expected += 1;
-    }
-    if expected != to {
-        return Err(LedgerError::Corrupt(format!("entry {expected} is missing")));
-    }
+    store.each_leaf(from, to, |_, leaf| {
+        out.extend_from_slice(provledger_signer::leaf_hash(leaf).as_bytes());
+        Ok(())
+    })?;
     Ok(out)
 }
 
