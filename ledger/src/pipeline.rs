@@ -1204,12 +1204,15 @@ impl Committer {
                 refuse(s.outcomes);
             }
             // After this batch is on its way: a wait holds up the next commit, not these receipts.
-            match crate::store::relieve_write_buffer(&store) {
-                Ok(waited) if waited >= Duration::from_millis(1) => {
-                    metrics.write_buffer_wait.inc_by(waited.as_secs_f64());
+            // A poisoned ledger writes nothing more, so there is nothing to make room for.
+            if !shared.poisoned.load(Ordering::Acquire) {
+                match crate::store::relieve_write_buffer(&store) {
+                    Ok(waited) if waited >= Duration::from_millis(1) => {
+                        metrics.write_buffer_wait.inc_by(waited.as_secs_f64());
+                    }
+                    Ok(_) => {}
+                    Err(e) => shared.poison(&metrics, "cannot seal a memtable", &e),
                 }
-                Ok(_) => {}
-                Err(e) => shared.poison(&metrics, "cannot seal a memtable", &e),
             }
         }
         drop(to_publish);
