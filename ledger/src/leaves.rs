@@ -51,7 +51,6 @@ impl LeafRunBuilder {
         };
         if self.leaves == 0 {
             self.start = index;
-            self.bytes.reserve(RUN as usize * (2 + leaf.len()));
         }
         let len = u16::try_from(leaf.len()).unwrap_or(u16::MAX);
         self.bytes.extend_from_slice(&len.to_be_bytes());

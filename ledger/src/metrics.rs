@@ -72,7 +72,7 @@ impl Metrics {
             )?,
             write_buffer_wait: Counter::new(
                 "provledger_write_buffer_wait_seconds_total",
-                "Time the committer waited for memtable flushes before the next batch, the write buffer being full.",
+                "Time the committer waited for memtable flushes before its next batch (write buffer full).",
             )?,
             append_seconds: Histogram::with_opts(
                 HistogramOpts::new(

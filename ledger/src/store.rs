@@ -118,8 +118,9 @@ pub(crate) fn relieve_write_buffer(store: &Store) -> Result<std::time::Duration,
 /// per partition with queued memtables, not one per memtable, and a round flushes at most a
 /// few; the memtables left queued hold the write buffer above its limit, the committer then
 /// waits ([`relieve_write_buffer`]), and fjall's monitor will not rotate (which is what would
-/// grant more rounds) a partition that still has queued memtables. Each rotation of a non-empty memtable grants the
-/// flusher one more round. Called every 100 ms by the ledger's upkeep thread; does nothing
+/// grant more rounds) a partition that still has queued memtables. Each rotation of a
+/// non-empty memtable grants the flusher one more round. Called every 100 ms by the ledger's
+/// upkeep thread; does nothing
 /// while the write buffer is below 90 % of its limit.
 pub(crate) fn unstall_flushes(store: &Store) -> Result<bool, LedgerError> {
     if store.keyspace.write_buffer_size() < WRITE_BUFFER_BYTES / 10 * 9 {
@@ -254,7 +255,8 @@ const BACKGROUND_THREADS: [&str; 2] = ["flusher", "compactor"];
 /// [`BACKGROUND_NICE`] below the calling thread's, and returns how many it changed (0 when all
 /// already have it). A thread someone set lower still is left as it is: this only ever lowers.
 /// fjall starts those threads when it opens a keyspace, and it names them in the thread itself,
-/// so the upkeep thread calls this now and then rather than once right after opening. On Linux only, where the nice value is per thread; elsewhere it does nothing.
+/// so the upkeep thread calls this now and then rather than once right after opening. On Linux
+/// only, where the nice value is per thread; elsewhere it does nothing.
 #[cfg(target_os = "linux")]
 pub(crate) fn lower_background_priority() -> std::io::Result<usize> {
     use rustix::process::{getpriority_process, setpriority_process, Pid};
@@ -491,17 +493,18 @@ impl Store {
         }
         let meta = open("meta", false, false)?;
         let payloads = open("payloads", false, false)?;
+        // A directory without a layout mark is new (nothing stored yet: all runs) or from an
+        // earlier build (one key per payload, one per leaf).
+        let entries = open("entries", false, false)?;
+        let fresh = meta.get(STATE_KEY)?.is_none() && entries.is_empty()? && payloads.is_empty()?;
         let payload_runs_below = match meta.get(crate::payloads::RUNS_BELOW_KEY)? {
             Some(v) => be_u64(&v)?,
-            // A directory without the mark is new (nothing stored yet: all runs) or from an
-            // earlier build (every payload one key per index).
-            None if meta.get(STATE_KEY)?.is_none() && payloads.is_empty()? => u64::MAX,
+            None if fresh => u64::MAX,
             None => 0,
         };
-        let entries = open("entries", false, false)?;
         let leaf_runs_from = match meta.get(crate::leaves::RUNS_FROM_KEY)? {
             Some(v) => be_u64(&v)?,
-            None if meta.get(STATE_KEY)?.is_none() && entries.is_empty()? => 0,
+            None if fresh => 0,
             None => u64::MAX,
         };
         Ok(Store {
@@ -1027,7 +1030,7 @@ mod tests {
     fn scattered_indexes_merge_level_0_late_and_keep_level_1_at_256_mib() {
         let dir = tempfile::tempdir().unwrap();
         for _ in 0..2 {
-            // The strategy is fixed when the partition is created and persisted with it.
+            // On the new directory and again on reopening it.
             let store = Store::open(dir.path(), 1 << 20).unwrap();
             for (partition, threshold) in [(&store.ids, 32), (&store.versions, 8)] {
                 match &partition.config.compaction_strategy {
