@@ -47,6 +47,8 @@ fn main() {
         let start = Instant::now();
         for b in 0..batches {
             let mut batch = ks.batch().durability(Some(PersistMode::SyncAll));
+            // The random keys go in sorted, as the ledger adds them (`pipeline.rs`, `Scattered`).
+            let mut scattered: [Vec<(Vec<u8>, Vec<u8>)>; 2] = Default::default();
             for i in b * 1000..(b + 1) * 1000 {
                 let k = i.to_be_bytes();
                 if chunk > 1 {
@@ -67,11 +69,20 @@ fn main() {
                 }
                 if keys_per_record > 2 {
                     let h: [u8; 32] = Sha256::digest(k).into();
-                    batch.insert(&parts[2], h.to_vec(), vec![1u8; 15]);
+                    scattered[0].push((h.to_vec(), vec![1u8; 15]));
                 }
                 if keys_per_record > 3 {
-                    let version = format!("default\0scale:{}\0{i}", i % 1000);
-                    batch.insert(&parts[3], version, vec![2u8; 32]);
+                    // `entity_versions` (session 17): a 12-byte digest of the name ‖ index.
+                    let name = format!("default\0scale:{}\0", i % 1000);
+                    let mut version = Sha256::digest(name)[..12].to_vec();
+                    version.extend_from_slice(&k);
+                    scattered[1].push((version, vec![2u8; 52]));
+                }
+            }
+            for (part, mut writes) in parts[2..].iter().zip(scattered) {
+                writes.sort_unstable();
+                for (key, value) in writes {
+                    batch.insert(part, key, value);
                 }
             }
             batch.commit().unwrap();

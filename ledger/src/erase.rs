@@ -249,10 +249,16 @@ fn targets(store: &Store, req: &ErasureRequest) -> Result<(Vec<Target>, bool), L
     let out = match &req.target {
         ErasureTarget::Record(id) => return Ok((vec![by_id(id)?], true)),
         ErasureTarget::Records(ids) => ids.iter().map(by_id).collect::<Result<Vec<_>, _>>()?,
-        ErasureTarget::Entity(entity) => {
-            let prefix = store::entity_prefix(tenant, entity);
-            indexed(&store.versions, &prefix, tenant, size)?
-        }
+        ErasureTarget::Entity(entity) => store
+            .versions_of(tenant, entity, 0, size)
+            .map(|v| {
+                v.map(|(index, id)| Target {
+                    index,
+                    id,
+                    tenant: tenant.to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
         ErasureTarget::Subject(subject) => {
             let prefix = store::subject_prefix(tenant, subject);
             indexed(&store.subjects, &prefix, tenant, size)?

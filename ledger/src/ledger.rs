@@ -288,6 +288,20 @@ impl Ledger {
                 "payloads moved into runs of 16 (layout of earlier builds)"
             );
         }
+        let migrated = store.migrate_versions(|n| {
+            if n % 1_000_000 < 65_536 {
+                tracing::info!(
+                    moved = n,
+                    "moving the entity version index to its new layout (of earlier builds)"
+                );
+            }
+        })?;
+        if migrated > 0 {
+            tracing::info!(
+                migrated,
+                "entity version index moved to entity_versions (layout of earlier builds)"
+            );
+        }
         let state = store.state()?;
         store.mark_leaf_runs(state.size)?;
         let mut ring = KeyRing::load(&config.data_dir)?;
@@ -860,20 +874,11 @@ impl Ledger {
     ) -> Result<Vec<(u64, Hash)>, LedgerError> {
         let size = self.head().size;
         let start = after.map_or(0, |a| a.saturating_add(1));
-        let from = crate::store::version_key(tenant, entity, start);
-        let to = crate::store::version_key(tenant, entity, size);
-        let mut out = Vec::new();
-        if start >= size {
-            return Ok(out);
-        }
-        for kv in self.inner.store.versions.range(from..to).take(limit) {
-            let (k, v) = kv?;
-            let at = k.len().saturating_sub(8);
-            let index = crate::store::be_u64(k.get(at..).unwrap_or_default())?;
-            let id = Hash::from_slice(&v).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-            out.push((index, id));
-        }
-        Ok(out)
+        self.inner
+            .store
+            .versions_of(tenant, entity, start, size)
+            .take(limit)
+            .collect()
     }
 
     /// The record at an index.

@@ -53,6 +53,7 @@ mod store;
 mod tiles;
 mod tree;
 mod verify;
+mod versions;
 mod watermark;
 
 // The public surface: the ledger handle and what goes in and out of it.

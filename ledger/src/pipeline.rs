@@ -363,7 +363,7 @@ struct Open {
 }
 
 /// A batch's writes to the partitions whose keys land all over their key space: `ids` (leaf
-/// hashes), `versions` (entities interleave), `cites` (cited hashes) and `subjects`. They are
+/// hashes), `entity_versions` (entities interleave), `cites` (cited hashes) and `subjects`. They are
 /// held back until the batch is sealed and then added to it in key order.
 ///
 /// fjall inserts a batch into its memtables in the order the batch holds its items, and each
@@ -1065,10 +1065,10 @@ impl Writer {
                         .ids
                         .push((id.clone(), store::index_and(index, tenant.as_bytes())));
                     if let Some(entity) = &entity {
-                        scattered.versions.push((
-                            store::version_key(&tenant, entity, index).into(),
-                            id.clone(),
-                        ));
+                        let name = crate::versions::EntityName::new(&tenant, entity);
+                        scattered
+                            .versions
+                            .push((Slice::new(&name.key(index)), Slice::new(&name.value(&hash))));
                     }
                     for (position, r) in (0u16..).zip(&refs) {
                         scattered.cites.push((

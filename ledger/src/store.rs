@@ -9,7 +9,7 @@
 //! | `inner`    | 0 ‖ tile index (u64 BE)               | a full level-0 tile's 254 interior hashes (the right edge's are in the head) |
 //! | `upper`    | kind (0 row, 1 interior) ‖ level (u8 ≥ 1) ‖ tile index (u64 BE) | the tiles above level 0 (full, and each level's partial tile) and their full tiles' interiors |
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
-//! | `versions` | tenant ‖ 0 ‖ entity ‖ 0 ‖ index (BE)  | leaf hash (32)                        |
+//! | `entity_versions` | SHA-256(tenant ‖ 0 ‖ entity ‖ 0)[..12] ‖ index (u64 BE) | leaf hash (32) ‖ the digest's other 20 bytes (see `versions.rs`) |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
 //! | `cites`    | cited leaf hash (32) ‖ citing index (u64 BE) ‖ ref position (u16 BE) | role   |
 //! | `checkpoints` | tree size (u64 BE)                 | the signed checkpoint note for that size |
@@ -396,7 +396,11 @@ pub(crate) struct Store {
     /// Tiles and interiors above level 0 (see the module comment).
     pub(crate) upper: PartitionHandle,
     pub(crate) ids: PartitionHandle,
+    /// `entity_versions` (`versions.rs`).
     pub(crate) versions: PartitionHandle,
+    /// `versions`, the entity version index of builds before session 17, until a ledger
+    /// moves it into `entity_versions` ([`Store::migrate_versions`]).
+    pub(crate) legacy_versions: Option<PartitionHandle>,
     pub(crate) idem: PartitionHandle,
     pub(crate) cites: PartitionHandle,
     pub(crate) checkpoints: PartitionHandle,
@@ -446,7 +450,7 @@ impl Store {
         //   records under batch ingest (session 11), 32 another ~0.65 ms (−14 % compactor CPU,
         //   session 15), and id lookups did not slow down (`docs/benchmarks.md`). Directories
         //   created before keep the threshold they were created with.
-        // - `versions` (keys clustered by entity, written all over the key space) merges at 8:
+        // - `entity_versions` (keys clustered by entity, written all over the key space) merges at 8:
         //   ~25 % less compaction than at 4 (session 16). Its reads are key ranges, which
         //   visit every level-0 segment: with 16 they took twice as long, with 8 the next
         //   version of an entity p50 +6 µs.
@@ -471,7 +475,7 @@ impl Store {
             // session 11).
             let l0_threshold = match name {
                 "ids" => Some(32),
-                "versions" => Some(8),
+                "entity_versions" | "versions" => Some(8),
                 _ => None,
             };
             if let Some(l0_threshold) = l0_threshold {
@@ -514,7 +518,11 @@ impl Store {
             inner,
             upper: open("upper", true, false)?,
             ids: open("ids", true, true)?,
-            versions: open("versions", false, false)?,
+            versions: open("entity_versions", false, false)?,
+            legacy_versions: match keyspace.partition_exists("versions") {
+                true => Some(open("versions", false, false)?),
+                false => None,
+            },
             idem: open("idem", false, true)?,
             cites: open("cites", false, false)?,
             checkpoints: open("checkpoints", false, false)?,
@@ -541,7 +549,7 @@ impl Store {
             ("inner", &self.inner),
             ("upper", &self.upper),
             ("ids", &self.ids),
-            ("versions", &self.versions),
+            ("entity_versions", &self.versions),
             ("idem", &self.idem),
             ("cites", &self.cites),
             ("checkpoints", &self.checkpoints),
@@ -699,27 +707,6 @@ impl Store {
         Ok(Some((index, tenant)))
     }
 
-    /// Index and leaf hash of the latest version of an entity.
-    pub(crate) fn latest_version(
-        &self,
-        tenant: &str,
-        entity: &str,
-    ) -> Result<Option<(u64, Hash)>, LedgerError> {
-        let prefix = entity_prefix(tenant, entity);
-        let Some(kv) = self.versions.prefix(&prefix).next_back() else {
-            return Ok(None);
-        };
-        let (k, v) = kv?;
-        let idx_bytes = k
-            .get(prefix.len()..)
-            .ok_or_else(|| LedgerError::Corrupt("short version key".into()))?;
-        let index = be_u64(idx_bytes)?;
-        Ok(Some((
-            index,
-            Hash::from_slice(&v).map_err(|e| LedgerError::Corrupt(e.to_string()))?,
-        )))
-    }
-
     /// Index and request fingerprint recorded under an idempotency key.
     pub(crate) fn idempotent(
         &self,
@@ -751,12 +738,6 @@ pub(crate) fn entity_prefix(tenant: &str, entity: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(entity.as_bytes());
     k.push(0);
-    k
-}
-
-pub(crate) fn version_key(tenant: &str, entity: &str, index: u64) -> Vec<u8> {
-    let mut k = entity_prefix(tenant, entity);
-    k.extend_from_slice(&index.to_be_bytes());
     k
 }
 

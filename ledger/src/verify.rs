@@ -269,11 +269,7 @@ fn verify_inner(
         }
         if let Some(entity) = &leaf.entity {
             with_entity += 1;
-            let stored = store
-                .versions
-                .get(store::version_key(&leaf.tenant, entity, index))
-                .map_err(LedgerError::from)?;
-            if stored.as_deref() != Some(hash.as_bytes().as_slice()) {
+            if !store.has_version(&leaf.tenant, entity, index, &hash)? {
                 return Err(entry("missing from the entity version index".into()));
             }
         }
@@ -308,7 +304,7 @@ fn verify_inner(
         )));
     }
     crate::indexes::verify_totals(&store, &indexed)?;
-    if store.versions.len().map_err(LedgerError::from)? as u64 != with_entity {
+    if store.version_count()? != with_entity {
         return Err(VerifyError::Storage(
             "the entity version index holds entries for records that do not exist".into(),
         ));

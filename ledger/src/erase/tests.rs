@@ -890,3 +890,92 @@ fn verify_names_the_first_leaf_of_a_missing_or_damaged_run() {
     drop(store);
     assert_eq!(fx.verify().unwrap().tree_size, 200);
 }
+
+/// A directory of an earlier build holds the entity version index as `versions` (tenant ‖ 0 ‖
+/// entity ‖ 0 ‖ index → leaf hash). `verify` reads it as it is; a ledger opening it moves it
+/// to `entity_versions` and drops it; refs by entity name, entity histories and erasure by
+/// entity then read the moved index, and `verify` names a version missing from it.
+#[test]
+fn entity_versions_of_an_earlier_build_move_to_the_new_layout() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let r = json!({"kind": "input", "entity": format!("doc:{}", i % 3),
+                       "actor": {"type": "agent", "id": "a1"}, "payload": {"i": i}});
+        ids.push(append(&ledger, r).id);
+    }
+    let size = ledger.head().size;
+    drop(ledger);
+
+    // Rewrite the index in the old layout.
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.versions.len().unwrap(), 30);
+    let legacy = store
+        .keyspace
+        .open_partition("versions", Default::default())
+        .unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let mut k = crate::store::entity_prefix(DEFAULT_TENANT, &format!("doc:{}", i % 3));
+        k.extend_from_slice(&(i as u64).to_be_bytes());
+        legacy.insert(k, id.as_bytes()).unwrap();
+    }
+    for k in store
+        .versions
+        .keys()
+        .map(|k| k.unwrap())
+        .collect::<Vec<_>>()
+    {
+        store.versions.remove(k).unwrap();
+    }
+    store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    drop((legacy, store));
+    assert!(Store::open(fx.dir.path(), 1 << 20)
+        .unwrap()
+        .legacy_versions
+        .is_some());
+    assert_eq!(
+        fx.verify().unwrap().tree_size,
+        size,
+        "verify reads it as it is"
+    );
+
+    let ledger = fx.open();
+    assert!(ledger.store().legacy_versions.is_none());
+    assert!(!ledger.store().keyspace.partition_exists("versions"));
+    let history = ledger
+        .entity_versions(DEFAULT_TENANT, "doc:1", None, 100)
+        .unwrap();
+    let want: Vec<_> = (1..30).step_by(3).map(|i| (i as u64, ids[i])).collect();
+    assert_eq!(history, want);
+    let page = ledger
+        .entity_versions(DEFAULT_TENANT, "doc:1", Some(4), 2)
+        .unwrap();
+    assert_eq!(page, want[2..4]);
+    let citing = append(
+        &ledger,
+        json!({"kind": "output", "actor": {"type": "agent", "id": "a1"},
+               "refs": [{"role": "source", "ref": "doc:2"}]}),
+    );
+    let refs = Leaf::decode(&citing.leaf).unwrap().refs;
+    assert_eq!(refs[0].hash, ids[29].0, "the latest version of doc:2");
+    let erased = ledger
+        .erase_blocking(request(ErasureTarget::Entity("doc:0".into()), "r"))
+        .unwrap();
+    assert_eq!(erased.len(), 10);
+    let grown = ledger.head().size;
+    drop(ledger);
+    assert_eq!(fx.verify().unwrap().tree_size, grown);
+
+    // A version missing from the index is named by its index.
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    let name = crate::versions::EntityName::new(DEFAULT_TENANT, "doc:1");
+    store.versions.remove(name.key(7)).unwrap();
+    drop(store);
+    match fx.verify() {
+        Err(VerifyError::Entry { index: 7, reason }) => {
+            assert_eq!(reason, "missing from the entity version index")
+        }
+        other => panic!("{other:?}"),
+    }
+}
