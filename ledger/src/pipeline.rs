@@ -31,6 +31,7 @@ use crate::record::{Leaf, LeafRef, PreparedRecord, RefTarget, SealedPayload, LEA
 use crate::store::{self, State, Store};
 use crate::tiles::TileRows;
 use crate::tree::Frontier;
+use crate::versions::EntityName;
 use crate::watermark::Watermark;
 use crate::LedgerError;
 
@@ -463,7 +464,8 @@ struct Overlay {
     /// Keyed by leaf hash: SHA-256 output, which no client can steer into collisions, so the
     /// fast non-keyed hasher is safe here (names take a seeded one, [`crate::NameMap`]).
     ids: rustc_hash::FxHashMap<Hash, (u64, String)>,
-    latest: crate::NameMap<(String, String), (u64, Hash)>,
+    /// Keyed by the digest of the entity's name, not steerable either.
+    latest: rustc_hash::FxHashMap<EntityName, (u64, Hash)>,
     idem: crate::NameMap<(String, String), (u64, [u8; 32])>,
     /// Records erased by erasure records staged in this batch: target → erasure index.
     erased: HashMap<Hash, u64>,
@@ -491,7 +493,7 @@ impl Prior<'_> {
         self.overlays().find_map(|o| o.ids.get(h))
     }
 
-    fn latest(&self, k: &(String, String)) -> Option<&(u64, Hash)> {
+    fn latest(&self, k: &EntityName) -> Option<&(u64, Hash)> {
         self.overlays().find_map(|o| o.latest.get(k))
     }
 
@@ -501,10 +503,23 @@ impl Prior<'_> {
 }
 
 impl Overlay {
+    /// Adds the changes of a later job. Into an empty map (the batch's first job) the job's
+    /// map moves whole instead of being hashed into it again.
     fn absorb(&mut self, other: Overlay) {
-        self.ids.extend(other.ids);
-        self.latest.extend(other.latest);
-        self.idem.extend(other.idem);
+        fn join<K, V, S>(into: &mut HashMap<K, V, S>, from: HashMap<K, V, S>)
+        where
+            K: Eq + std::hash::Hash,
+            S: std::hash::BuildHasher,
+        {
+            if into.is_empty() {
+                *into = from;
+            } else {
+                into.extend(from);
+            }
+        }
+        join(&mut self.ids, other.ids);
+        join(&mut self.latest, other.latest);
+        join(&mut self.idem, other.idem);
         self.erased.extend(other.erased);
         self.indexes.absorb(other.indexes);
     }
@@ -521,7 +536,8 @@ struct NewEntry {
     hash: Hash,
     leaf: Vec<u8>,
     tenant: String,
-    entity: Option<String>,
+    /// The record's entity, if it names one.
+    version: Option<EntityName>,
     refs: Vec<LeafRef>,
     payload: Option<SealedPayload>,
     idempotency: Option<(String, [u8; 32])>,
@@ -942,10 +958,9 @@ impl Writer {
                 ..
             } = leaf;
             local.ids.insert(hash, (next, tenant.clone()));
-            if let Some(entity) = &entity {
-                local
-                    .latest
-                    .insert((tenant.clone(), entity.clone()), (next, hash));
+            let version = entity.map(|e| EntityName::new(&tenant, &e));
+            if let Some(name) = version {
+                local.latest.insert(name, (next, hash));
             }
             if let Some(key) = &idempotency_key {
                 local
@@ -957,7 +972,7 @@ impl Writer {
                 hash,
                 leaf: bytes,
                 tenant,
-                entity,
+                version,
                 refs,
                 payload,
                 idempotency: idempotency_key.map(|k| (k, fingerprint)),
@@ -1021,11 +1036,11 @@ impl Writer {
                 Ok(found.filter(|t| t == tenant).map(|_| *id))
             }
             RefTarget::Entity(entity) => {
-                let k = (tenant.to_owned(), entity.clone());
-                if let Some((_, h)) = local.latest.get(&k).or_else(|| prior.latest(&k)) {
+                let name = EntityName::new(tenant, entity);
+                if let Some((_, h)) = local.latest.get(&name).or_else(|| prior.latest(&name)) {
                     return Ok(Some(*h));
                 }
-                Ok(self.store.latest_version(tenant, entity)?.map(|(_, h)| h))
+                Ok(self.store.latest_version(&name)?.map(|(_, h)| h))
             }
         }
     }
@@ -1047,7 +1062,7 @@ impl Writer {
                         hash,
                         leaf,
                         tenant,
-                        entity,
+                        version,
                         refs,
                         payload,
                         idempotency,
@@ -1064,8 +1079,7 @@ impl Writer {
                     scattered
                         .ids
                         .push((id.clone(), store::index_and(index, tenant.as_bytes())));
-                    if let Some(entity) = &entity {
-                        let name = crate::versions::EntityName::new(&tenant, entity);
+                    if let Some(name) = version {
                         scattered
                             .versions
                             .push((Slice::new(&name.key(index)), Slice::new(&name.value(&hash))));

@@ -39,7 +39,7 @@ const VALUE_LEN: usize = 32 + (32 - TAG_LEN);
 const MIGRATE_STEP: usize = 65_536;
 
 /// An entity's place in the index: the digest of its name, split into tag and check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct EntityName {
     tag: [u8; TAG_LEN],
     check: [u8; 32 - TAG_LEN],
@@ -108,10 +108,8 @@ impl Store {
     /// Index and leaf hash of the latest version of an entity.
     pub(crate) fn latest_version(
         &self,
-        tenant: &str,
-        entity: &str,
+        name: &EntityName,
     ) -> Result<Option<(u64, Hash)>, LedgerError> {
-        let name = EntityName::new(tenant, entity);
         for kv in self.versions.prefix(name.tag).rev() {
             let (k, v) = kv?;
             if let Some(found) = name.version(&k, &v)? {
@@ -279,7 +277,9 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(
-            store.latest_version("t", "model:a").unwrap(),
+            store
+                .latest_version(&EntityName::new("t", "model:a"))
+                .unwrap(),
             Some((7, leaf(3)))
         );
         let all: Vec<_> = store
@@ -295,7 +295,12 @@ mod tests {
         assert!(store.has_version("t", "model:a", 7, &leaf(3)).unwrap());
         assert!(!store.has_version("t", "model:a", 9, &leaf(4)).unwrap());
         assert!(!store.has_version("t", "model:a", 7, &leaf(4)).unwrap());
-        assert_eq!(store.latest_version("t", "model:c").unwrap(), None);
+        assert_eq!(
+            store
+                .latest_version(&EntityName::new("t", "model:c"))
+                .unwrap(),
+            None
+        );
         assert_eq!(store.version_count().unwrap(), 4);
     }
 
@@ -306,7 +311,7 @@ mod tests {
         let name = EntityName::new("t", "e");
         store.versions.insert(name.key(1), [0u8; 31]).unwrap();
         assert!(matches!(
-            store.latest_version("t", "e"),
+            store.latest_version(&EntityName::new("t", "e")),
             Err(LedgerError::Corrupt(_))
         ));
     }
@@ -355,7 +360,9 @@ mod tests {
             .rfind(|v| v.0 == "t" && v.1 == "model")
             .unwrap();
         assert_eq!(
-            store.latest_version("t", "model").unwrap(),
+            store
+                .latest_version(&EntityName::new("t", "model"))
+                .unwrap(),
             Some((last.2, last.3))
         );
         let of_other: Vec<_> = store
@@ -398,7 +405,10 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(a, vec![(2, leaf(2)), (4, leaf(4))]);
-        assert_eq!(store.latest_version("t", "b").unwrap(), Some((6, leaf(6))));
+        assert_eq!(
+            store.latest_version(&EntityName::new("t", "b")).unwrap(),
+            Some((6, leaf(6)))
+        );
         assert_eq!(store.version_count().unwrap(), 3);
     }
 }
