@@ -75,13 +75,21 @@ pub(crate) const WRITE_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 /// the batch commit, where each sleep holds up every batch behind it.
 const FJALL_WRITE_BUFFER_BYTES: u64 = 4 * WRITE_BUFFER_BYTES;
 
+/// [`relieve_write_buffer`] seals `entries` only once its memtable holds this much (fjall seals
+/// it at 16 MiB itself). Its segments are never merged ([`entries_compaction`]), so every seal
+/// is one more segment for good, and lsm-tree 2.10 opens a level in time cubic in its segment
+/// count (each segment it adds re-checks every pair of the level for overlap): sealed as the
+/// largest memtable at 6–7 MiB, 10 M entries made 1,021 segments, which took 1.08 s to open;
+/// from 8 MiB, 27 % fewer segments with batch ingest as fast (`docs/benchmarks.md`, session 17).
+const ENTRIES_SEAL_FLOOR: u64 = 8 * 1024 * 1024;
+
 /// Longest the committer waits for flushes in [`relieve_write_buffer`] before it goes on (fjall's
 /// own limit still holds).
 const WRITE_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Keeps the write buffer within [`WRITE_BUFFER_BYTES`]; the committer calls it after each
-/// batch and returns the time it waited. Seals the largest active memtable once the active
-/// memtables hold more than half of it: fjall's monitor does that only every 250 ms, in which
+/// batch and returns the time it waited. Seals the largest active memtable (`entries` only from
+/// [`ENTRIES_SEAL_FLOOR`]) once the active memtables hold more than half of it: fjall's monitor does that only every 250 ms, in which
 /// batch ingest fills the whole buffer (a record adds ~650 bytes across the partitions, and
 /// the per-partition limits, 16 MiB each, add up to more than the buffer), and fjall then
 /// halted commits for 10–100 ms at a time, 20–40 times per 300,000 records in process
@@ -93,9 +101,12 @@ pub(crate) fn relieve_write_buffer(store: &Store) -> Result<std::time::Duration,
     loop {
         let mut active = 0u64;
         let mut largest: Option<(&PartitionHandle, u64)> = None;
-        for (_, partition) in store.partitions() {
+        for (name, partition) in store.partitions() {
             let size = u64::from(partition.tree.active_memtable_size());
             active += size;
+            if name == "entries" && size < ENTRIES_SEAL_FLOOR {
+                continue;
+            }
             if largest.is_none_or(|(_, l)| size > l) {
                 largest = Some((partition, size));
             }
@@ -122,21 +133,28 @@ pub(crate) fn relieve_write_buffer(store: &Store) -> Result<std::time::Duration,
 /// non-empty memtable grants the flusher one more round. Called every 100 ms by the ledger's
 /// upkeep thread; does nothing
 /// while the write buffer is below 90 % of its limit.
+///
+/// Under batch ingest the buffer sits there most of the time while the flusher keeps up, so
+/// this rotates every 100 ms: `entries` only from [`ENTRIES_SEAL_FLOOR`] on. Rotated each
+/// time (as up to session 16), its segments held ~8,000 leaves: 1,408 segments at 11.4 M
+/// entries, whose opening took 3 s (`docs/benchmarks.md`, session 17).
 pub(crate) fn unstall_flushes(store: &Store) -> Result<bool, LedgerError> {
     if store.keyspace.write_buffer_size() < WRITE_BUFFER_BYTES / 10 * 9 {
         return Ok(false);
     }
     // Every rotation is one more flush round; queued memtables of several partitions need
     // several, so rotate every partition that holds something.
-    rotate_all(store)
+    rotate_all(store, ENTRIES_SEAL_FLOOR)
 }
 
-/// Seals the active memtable of every partition that holds something, queueing it for a flush.
-fn rotate_all(store: &Store) -> Result<bool, LedgerError> {
+/// Seals the active memtable of every partition that holds something (`entries` only from
+/// `entries_floor` bytes on), queueing it for a flush.
+fn rotate_all(store: &Store, entries_floor: u64) -> Result<bool, LedgerError> {
     use fjall::AbstractTree as _;
     let mut rotated = false;
-    for (_, partition) in store.partitions() {
-        if partition.tree.active_memtable_size() > 0 {
+    for (name, partition) in store.partitions() {
+        let size = u64::from(partition.tree.active_memtable_size());
+        if size > 0 && (name != "entries" || size >= entries_floor) {
             rotated |= partition.rotate_memtable()?;
         }
     }
@@ -179,7 +197,7 @@ pub(crate) fn free_journals(
         return Ok(false);
     };
     *last = Some(std::time::Instant::now());
-    rotate_all(store)
+    rotate_all(store, ENTRIES_SEAL_FLOOR)
 }
 
 /// Memtable bytes below which [`flush_when_quiet`] leaves the write buffer alone: a ledger
@@ -223,7 +241,7 @@ pub(crate) fn flush_when_quiet(store: &Store, quiet: &mut Quiet) -> Result<bool,
         return Ok(false);
     };
     quiet.flushed = true;
-    rotate_all(store)
+    rotate_all(store, 0)
 }
 
 /// [`Store::commit_gate`] if no batch is being committed (a poisoned gate is still a gate).
@@ -966,6 +984,34 @@ mod tests {
         }
     }
 
+    /// Rotations for stalled flushes and old journals leave a small `entries` memtable alone:
+    /// each would be one more segment for good. (A quiet flush takes it: see above.)
+    #[test]
+    fn upkeep_rotations_leave_entries_until_its_floor() {
+        use fjall::AbstractTree as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        for i in 0..96u64 {
+            store
+                .entries
+                .insert(i.to_be_bytes(), vec![7u8; 64 * 1024])
+                .unwrap();
+        }
+        for p in [&store.ids, &store.payloads] {
+            for i in 0..224u64 {
+                p.insert(i.to_be_bytes(), vec![7u8; 64 * 1024]).unwrap();
+            }
+        }
+        assert!(store.keyspace.write_buffer_size() >= WRITE_BUFFER_BYTES / 10 * 9);
+        assert!(unstall_flushes(&store).unwrap());
+        assert_eq!(store.ids.tree.active_memtable_size(), 0);
+        assert_eq!(store.payloads.tree.active_memtable_size(), 0);
+        assert!(
+            store.entries.tree.active_memtable_size() > 0,
+            "6 MiB: under the floor"
+        );
+    }
+
     #[test]
     fn the_committer_seals_the_largest_memtable_and_waits_for_the_flusher() {
         use fjall::AbstractTree as _;
@@ -984,16 +1030,29 @@ mod tests {
         relieve_write_buffer(&store).unwrap();
         assert!(store.payloads.tree.active_memtable_size() > 0);
         assert!(store.entries.tree.active_memtable_size() > 0);
+        // Over half, the largest being `entries` under its floor: the next largest is sealed.
+        fill(&store.entries, 3);
+        fill(&store.ids, 4);
+        relieve_write_buffer(&store).unwrap();
+        assert_eq!(store.payloads.tree.active_memtable_size(), 0);
+        assert!(store.entries.tree.active_memtable_size() > 0);
+        assert!(store.ids.tree.active_memtable_size() > 0);
         // Over half: the largest is sealed (and queued for a flush), the others stay.
-        fill(&store.versions, 7);
+        fill(&store.versions, 6);
         relieve_write_buffer(&store).unwrap();
         assert_eq!(store.versions.tree.active_memtable_size(), 0);
-        assert!(store.payloads.tree.active_memtable_size() > 0);
+        assert!(store.ids.tree.active_memtable_size() > 0);
         assert!(store.entries.tree.active_memtable_size() > 0);
+        // `entries` from its floor on is sealed like any other.
+        fill(&store.entries, 2);
+        fill(&store.cites, 4);
+        relieve_write_buffer(&store).unwrap();
+        assert_eq!(store.entries.tree.active_memtable_size(), 0);
+        assert!(store.ids.tree.active_memtable_size() > 0);
         // Over the whole buffer in active memtables alone (fjall's own limit is four times as
         // much, so it lets these writes through): the call seals memtables until the active
         // ones hold at most half, and returns once the flusher has brought the rest under.
-        for p in [&store.ids, &store.cites, &store.subjects] {
+        for p in [&store.kinds, &store.actors, &store.subjects] {
             fill(p, 12);
         }
         assert!(store.keyspace.write_buffer_size() > WRITE_BUFFER_BYTES);
