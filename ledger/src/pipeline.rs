@@ -364,8 +364,8 @@ struct Open {
 }
 
 /// A batch's writes to the partitions whose keys land all over their key space: `ids` (leaf
-/// hashes), `entity_versions` (entities interleave), `cites` (cited hashes) and `subjects`. They are
-/// held back until the batch is sealed and then added to it in key order.
+/// hashes), `entity_versions` (entities interleave), `cites` (cited hashes) and `subjects`.
+/// They are held back until the batch is sealed and then added to it in key order.
 ///
 /// fjall inserts a batch into its memtables in the order the batch holds its items, and each
 /// insertion searches the memtable's skiplist from the top. In random order nearly every

@@ -89,8 +89,8 @@ const WRITE_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 
 /// Keeps the write buffer within [`WRITE_BUFFER_BYTES`]; the committer calls it after each
 /// batch and returns the time it waited. Seals the largest active memtable (`entries` only from
-/// [`ENTRIES_SEAL_FLOOR`]) once the active memtables hold more than half of it: fjall's monitor does that only every 250 ms, in which
-/// batch ingest fills the whole buffer (a record adds ~650 bytes across the partitions, and
+/// [`ENTRIES_SEAL_FLOOR`]) once the active memtables hold more than half of it: fjall's
+/// monitor does that only every 250 ms, in which batch ingest fills the whole buffer (a record adds ~650 bytes across the partitions, and
 /// the per-partition limits, 16 MiB each, add up to more than the buffer), and fjall then
 /// halted commits for 10–100 ms at a time, 20–40 times per 300,000 records in process
 /// (`docs/benchmarks.md`, session 16). Then, while the buffer is over, waits for the flusher
@@ -468,7 +468,8 @@ impl Store {
         //   records under batch ingest (session 11), 32 another ~0.65 ms (−14 % compactor CPU,
         //   session 15), and id lookups did not slow down (`docs/benchmarks.md`). Directories
         //   created before keep the threshold they were created with.
-        // - `entity_versions` (keys clustered by entity, written all over the key space) merges at 8:
+        // - `entity_versions` (keys clustered by entity, written all over the key space) merges
+        //   at 8:
         //   ~25 % less compaction than at 4 (session 16). Its reads are key ranges, which
         //   visit every level-0 segment: with 16 they took twice as long, with 8 the next
         //   version of an entity p50 +6 µs.
