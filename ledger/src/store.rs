@@ -75,12 +75,12 @@ pub(crate) const WRITE_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 /// the batch commit, where each sleep holds up every batch behind it.
 const FJALL_WRITE_BUFFER_BYTES: u64 = 4 * WRITE_BUFFER_BYTES;
 
-/// [`relieve_write_buffer`] seals `entries` only once its memtable holds this much (fjall seals
-/// it at 16 MiB itself). Its segments are never merged ([`entries_compaction`]), so every seal
-/// is one more segment for good, and lsm-tree 2.10 opens a level in time cubic in its segment
-/// count (each segment it adds re-checks every pair of the level for overlap): sealed as the
-/// largest memtable at 6–7 MiB, 10 M entries made 1,021 segments, which took 1.08 s to open;
-/// from 8 MiB, 27 % fewer segments with batch ingest as fast (`docs/benchmarks.md`, session 17).
+/// [`relieve_write_buffer`] and [`unstall_flushes`] seal `entries` only once its memtable holds
+/// this much (fjall seals it at 16 MiB itself). Its segments are never merged
+/// ([`entries_compaction`]), so every seal is one more segment for good, and lsm-tree 2.10 opens
+/// a level in time cubic in its segment count (each segment it adds re-checks every pair of the
+/// level for overlap): 10 M entries made 1,021 segments, which took 1.08 s to open, and 389 with
+/// this floor (`docs/benchmarks.md`, session 17).
 const ENTRIES_SEAL_FLOOR: u64 = 8 * 1024 * 1024;
 
 /// Longest the committer waits for flushes in [`relieve_write_buffer`] before it goes on (fjall's
@@ -197,7 +197,10 @@ pub(crate) fn free_journals(
         return Ok(false);
     };
     *last = Some(std::time::Instant::now());
-    rotate_all(store, ENTRIES_SEAL_FLOOR)
+    // `entries` too, whatever it holds: journals it pins would otherwise pile up at low ingest
+    // rates, one a second, until its memtable reached the floor. At most once a second, so
+    // under load its segments still hold a second of appends or its full 16 MiB.
+    rotate_all(store, 0)
 }
 
 /// Memtable bytes below which [`flush_when_quiet`] leaves the write buffer alone: a ledger
@@ -985,8 +988,8 @@ mod tests {
         }
     }
 
-    /// Rotations for stalled flushes and old journals leave a small `entries` memtable alone:
-    /// each would be one more segment for good. (A quiet flush takes it: see above.)
+    /// Rotations for stalled flushes leave a small `entries` memtable alone: each would be one
+    /// more segment for good. (Freeing journals and a quiet flush take it: see above.)
     #[test]
     fn upkeep_rotations_leave_entries_until_its_floor() {
         use fjall::AbstractTree as _;
