@@ -158,6 +158,18 @@ fn set<T>(slot: &Mutex<Option<T>>, value: T) {
     }
 }
 
+/// A progress callback for a move of an earlier build's layout: logs `what` with the count moved
+/// each time it passes another million, whatever the step size of the move.
+fn every_million(what: &'static str) -> impl FnMut(u64) {
+    let mut logged = 0;
+    move |moved| {
+        if moved / 1_000_000 > logged {
+            logged = moved / 1_000_000;
+            tracing::info!(moved, "{what}");
+        }
+    }
+}
+
 fn registration_failed(e: prometheus::Error) -> LedgerError {
     LedgerError::Setup(format!("metrics registration failed: {e}"))
 }
@@ -274,28 +286,18 @@ impl Ledger {
                 "moved the tiles above level 0 to the `upper` partition (layout of earlier builds)"
             );
         }
-        let migrated = store.migrate_payloads(|n| {
-            if n % 1_000_000 < 4096 {
-                tracing::info!(
-                    moved = n,
-                    "moving payloads into runs (layout of earlier builds)"
-                );
-            }
-        })?;
+        let migrated = store.migrate_payloads(every_million(
+            "moving payloads into runs (layout of earlier builds)",
+        ))?;
         if migrated > 0 {
             tracing::info!(
                 migrated,
                 "payloads moved into runs of 16 (layout of earlier builds)"
             );
         }
-        let migrated = store.migrate_versions(|n| {
-            if n % 1_000_000 < 65_536 {
-                tracing::info!(
-                    moved = n,
-                    "moving the entity version index to its new layout (of earlier builds)"
-                );
-            }
-        })?;
+        let migrated = store.migrate_versions(every_million(
+            "moving the entity version index to its new layout (of earlier builds)",
+        ))?;
         if migrated > 0 {
             tracing::info!(
                 migrated,

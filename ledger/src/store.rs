@@ -90,7 +90,8 @@ const WRITE_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 /// Keeps the write buffer within [`WRITE_BUFFER_BYTES`]; the committer calls it after each
 /// batch and returns the time it waited. Seals the largest active memtable (`entries` only from
 /// [`ENTRIES_SEAL_FLOOR`]) once the active memtables hold more than half of it: fjall's
-/// monitor does that only every 250 ms, in which batch ingest fills the whole buffer (a record adds ~650 bytes across the partitions, and
+/// monitor does that only every 250 ms, in which batch ingest fills the whole buffer (a record
+/// adds ~650 bytes across the partitions, and
 /// the per-partition limits, 16 MiB each, add up to more than the buffer), and fjall then
 /// halted commits for 10–100 ms at a time, 20–40 times per 300,000 records in process
 /// (`docs/benchmarks.md`, session 16). Then, while the buffer is over, waits for the flusher
@@ -131,8 +132,7 @@ pub(crate) fn relieve_write_buffer(store: &Store) -> Result<std::time::Duration,
 /// waits ([`relieve_write_buffer`]), and fjall's monitor will not rotate (which is what would
 /// grant more rounds) a partition that still has queued memtables. Each rotation of a
 /// non-empty memtable grants the flusher one more round. Called every 100 ms by the ledger's
-/// upkeep thread; does nothing
-/// while the write buffer is below 90 % of its limit.
+/// upkeep thread; does nothing while the write buffer is below 90 % of its limit.
 ///
 /// Under batch ingest the buffer sits there most of the time while the flusher keeps up, so
 /// this rotates every 100 ms: `entries` only from [`ENTRIES_SEAL_FLOOR`] on. Rotated each
