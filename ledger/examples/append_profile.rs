@@ -72,6 +72,8 @@ fn main() {
                 .collect()
         })
         .collect();
+    // Preparing the records (above) is the main thread's; callers are named apart.
+    let before = thread_ticks();
     let started = Instant::now();
     std::thread::scope(|s| {
         let mut work = prepared.into_iter();
@@ -79,11 +81,14 @@ fn main() {
         for _ in 0..threads {
             let mine: Vec<_> = work.by_ref().take(per).collect();
             let l = ledger.clone();
-            s.spawn(move || {
-                for b in mine {
-                    l.append_blocking(b).unwrap();
-                }
-            });
+            let caller = std::thread::Builder::new().name("caller".into());
+            caller
+                .spawn_scoped(s, move || {
+                    for b in mine {
+                        l.append_blocking(b).unwrap();
+                    }
+                })
+                .unwrap();
         }
     });
     let total = started.elapsed().as_secs_f64();
@@ -120,14 +125,18 @@ fn main() {
     for (what, n) in STALLS.0.lock().unwrap().iter() {
         println!("fjall: {n} × {what}");
     }
-    println!("CPU by thread (µs per record): {}", thread_cpu(n));
+    println!(
+        "CPU by thread while appending (µs per record): {}",
+        thread_cpu(&before, n)
+    );
 }
 
-/// CPU time (user + system) each thread of this process has used so far, summed by thread name,
-/// per record appended; Linux only (`/proc/self/task`), empty elsewhere.
-fn thread_cpu(records: f64) -> String {
-    let tick = 1e6 / 100.0; // USER_HZ is 100 on every Linux platform Rust targets.
+/// CPU ticks (user + system) used so far by each thread name and by the whole process
+/// (`process`); Linux only (`/proc/self`), empty elsewhere.
+fn thread_ticks() -> std::collections::BTreeMap<String, f64> {
     let mut by_name = std::collections::BTreeMap::<String, f64>::new();
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    by_name.insert("process".into(), ticks(&stat));
     for task in std::fs::read_dir("/proc/self/task")
         .into_iter()
         .flatten()
@@ -135,19 +144,38 @@ fn thread_cpu(records: f64) -> String {
     {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<f64> = rest
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0.0))
-            .collect();
-        let ticks = f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0);
-        *by_name.entry(comm.trim().to_owned()).or_default() += ticks * tick / records;
+        *by_name.entry(comm.trim().to_owned()).or_default() += ticks(&stat);
     }
     by_name
+}
+
+/// User + system ticks in a `/proc/…/stat` line.
+fn ticks(stat: &str) -> f64 {
+    // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)
+}
+
+/// CPU time used since `before` by each thread name, per record appended. `process` is the
+/// whole process, threads that have exited included: the callers, and fjall's flush threads
+/// (one per partition flushed, so most of the flushing is there and not under `flusher`).
+fn thread_cpu(before: &std::collections::BTreeMap<String, f64>, records: f64) -> String {
+    let tick = 1e6 / 100.0; // USER_HZ is 100 on every Linux platform Rust targets.
+    let used: Vec<(String, f64)> = thread_ticks()
+        .into_iter()
+        .map(|(name, t)| {
+            let us = (t - before.get(&name).unwrap_or(&0.0)) * tick / records;
+            (name, us)
+        })
+        .filter(|(_, us)| *us >= 0.05)
+        .collect();
+    let each: Vec<String> = used
         .iter()
-        .filter(|(_, us)| **us >= 0.05)
         .map(|(name, us)| format!("{name} {us:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    each.join(", ")
 }
