@@ -141,6 +141,8 @@ struct Inner {
     data_dir: PathBuf,
     /// The background thread that records segment digests (`crate::seal`), and its stop flag.
     sealer: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
+    /// The thread that merges small `entries` segments (`coalesce.rs`).
+    coalescer: Mutex<Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>>,
     metrics: Metrics,
     /// The store the `/metrics` storage gauges read; emptied on close.
     store_gauges: StoreSlot,
@@ -187,11 +189,14 @@ impl Drop for Inner {
                 let _ = handle.join();
             }
         }
-        if let Ok(mut sealer) = self.sealer.lock() {
-            if let Some((stop, handle)) = sealer.take() {
-                stop.store(true, Ordering::Release);
-                handle.thread().unpark();
-                let _ = handle.join();
+        // A merge under way finishes first (it reads at most 64 MiB).
+        for slot in [&self.sealer, &self.coalescer] {
+            if let Ok(mut thread) = slot.lock() {
+                if let Some((stop, handle)) = thread.take() {
+                    stop.store(true, Ordering::Release);
+                    handle.thread().unpark();
+                    let _ = handle.join();
+                }
             }
         }
         // The last word on segment digests, now that no batch is in flight.
@@ -400,6 +405,7 @@ impl Ledger {
             signing,
             keys: Mutex::new(ring),
             sealer: Mutex::new(None),
+            coalescer: Mutex::new(None),
             data_dir: config.data_dir.clone(),
             metrics,
             store_gauges,
@@ -410,6 +416,10 @@ impl Ledger {
         };
         let sealer = spawn_sealer(config.data_dir.clone(), inner.store.clone())?;
         set(&inner.sealer, sealer);
+        set(
+            &inner.coalescer,
+            crate::coalesce::spawn(inner.store.clone())?,
+        );
         let (tx, rx) = crate::pipeline::inbox(config.queue_depth);
         let watermark = crate::watermark::Watermark::new(&config.data_dir);
         let handle = std::thread::Builder::new()

@@ -33,6 +33,7 @@
 //! ```
 
 mod access;
+mod coalesce;
 mod compact;
 mod erase;
 mod error;

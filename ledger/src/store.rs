@@ -315,6 +315,23 @@ pub(crate) fn lower_background_priority() -> std::io::Result<usize> {
     Ok(0)
 }
 
+/// Gives the calling thread the priority [`BACKGROUND_NICE`] below its own, as
+/// [`lower_background_priority`] does for fjall's threads (Linux only).
+#[cfg(target_os = "linux")]
+pub(crate) fn lower_own_priority() -> std::io::Result<()> {
+    use rustix::process::{getpriority_process, setpriority_process};
+    // On Linux the "process" priority of pid 0 is the calling thread's.
+    let target = (getpriority_process(None)? + BACKGROUND_NICE).min(19);
+    setpriority_process(None, target)?;
+    Ok(())
+}
+
+/// See the Linux version.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn lower_own_priority() -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Takes the exclusive lock on `<dir>/provledger.lock` (creating `dir`): one process at a time
 /// owns a data directory. The lock lasts as long as the returned file is open.
 pub(crate) fn lock_data_dir(dir: &Path) -> Result<std::fs::File, LedgerError> {
