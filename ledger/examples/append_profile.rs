@@ -99,6 +99,11 @@ fn main() {
     );
     for mf in registry.gather() {
         for m in mf.get_metric() {
+            // Counters too: time the committer waited for flushes, stalls, rotations.
+            let c = m.get_counter().get_value();
+            if c > 0.0 && mf.get_field_type() == prometheus::proto::MetricType::COUNTER {
+                println!("{}: {c:.3}", mf.get_name());
+            }
             let h = m.get_histogram();
             if h.get_sample_count() > 0 {
                 println!(
