@@ -305,7 +305,12 @@ pub(crate) struct Writer {
     inflight: VecDeque<(u64, Overlay)>,
     /// How the open batch may wait for more jobs before it goes to an idle committer.
     linger: Linger,
+    /// Writes in the last batch sealed (at most [`MAX_BATCH_WRITES_HINT`]).
+    last_batch_writes: usize,
 }
+
+/// The most writes a new batch makes room for up front.
+const MAX_BATCH_WRITES_HINT: usize = 1 << 16;
 
 /// The commit linger: under a steady stream of small appends, an idle committer would take a
 /// batch of a few records after every fsync, so each record paid for most of an fsync, a
@@ -380,14 +385,29 @@ struct Open {
 /// batch is sealed, when the last run is complete.
 #[derive(Default)]
 struct Scattered {
-    ids: Vec<(Slice, Slice)>,
-    versions: Vec<(Slice, Slice)>,
-    cites: Vec<(Slice, Slice)>,
-    subjects: Vec<(Slice, Slice)>,
+    ids: Vec<Held>,
+    versions: Vec<Held>,
+    cites: Vec<Held>,
+    subjects: Vec<Held>,
     run: crate::payloads::RunBuilder,
     runs: Vec<(u64, Vec<u8>)>,
     leaves: crate::leaves::LeafRunBuilder,
     leaf_runs: Vec<(u64, Vec<u8>)>,
+}
+
+/// A write held back in [`Scattered`]: key, value, and the key's first eight bytes as a
+/// big-endian integer (zero-padded), so that sorting compares integers and reads the keys
+/// themselves (most of them behind a pointer) only on a tie. Ordering by (prefix, key) is the
+/// keys' byte order: a key shorter than eight bytes pads with zeros, which sort below any byte
+/// that could follow it, and equal prefixes fall back to the keys.
+type Held = (u64, Slice, Slice);
+
+fn held(key: Slice, value: Slice) -> Held {
+    let mut prefix = [0u8; 8];
+    for (to, from) in prefix.iter_mut().zip(key.iter()) {
+        *to = *from;
+    }
+    (u64::from_be_bytes(prefix), key, value)
 }
 
 impl Scattered {
@@ -417,8 +437,8 @@ impl Scattered {
             (&store.cites, cites),
             (&store.subjects, subjects),
         ] {
-            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            for (key, value) in writes {
+            writes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+            for (_, key, value) in writes {
                 batch.insert(partition, key, value);
             }
         }
@@ -587,6 +607,7 @@ impl Writer {
             max_batch_records,
             inflight: VecDeque::new(),
             linger: Linger::new(linger),
+            last_batch_writes: 0,
         })
     }
 
@@ -760,11 +781,13 @@ impl Writer {
         let o = open.get_or_insert_with(|| {
             self.time = self.time.max(now_ms());
             Open {
-                batch: self
-                    .store
-                    .keyspace
-                    .batch()
-                    .durability(Some(PersistMode::SyncAll)),
+                // Room for as many writes as the last batch held, so that a large batch does
+                // not grow its list of writes by doubling, copying each time.
+                batch: fjall::Batch::with_capacity(
+                    self.store.keyspace.clone(),
+                    self.last_batch_writes,
+                )
+                .durability(Some(PersistMode::SyncAll)),
                 overlay: Overlay::default(),
                 outcomes: Vec::new(),
                 erased: Vec::new(),
@@ -1078,14 +1101,15 @@ impl Writer {
                     let id = Slice::new(hash.as_bytes());
                     scattered
                         .ids
-                        .push((id.clone(), store::index_and(index, tenant.as_bytes())));
+                        .push(held(id.clone(), store::index_and(index, tenant.as_bytes())));
                     if let Some(name) = version {
-                        scattered
-                            .versions
-                            .push((Slice::new(&name.key(index)), Slice::new(&name.value(&hash))));
+                        scattered.versions.push(held(
+                            Slice::new(&name.key(index)),
+                            Slice::new(&name.value(&hash)),
+                        ));
                     }
                     for (position, r) in (0u16..).zip(&refs) {
-                        scattered.cites.push((
+                        scattered.cites.push(held(
                             store::cites_key(&r.hash, index, position).into(),
                             Slice::new(r.role.as_bytes()),
                         ));
@@ -1093,7 +1117,7 @@ impl Writer {
                     if let Some(subject) = &subject {
                         scattered
                             .subjects
-                            .push((store::subject_key(&tenant, subject, index).into(), id));
+                            .push(held(store::subject_key(&tenant, subject, index).into(), id));
                     }
                     if let Some((k, fingerprint)) = &idempotency {
                         batch.insert(
@@ -1141,6 +1165,7 @@ impl Writer {
         };
         self.store.put_state(&mut batch, &state)?;
         batch.insert(&self.store.checkpoints, size.to_be_bytes(), note.clone());
+        self.last_batch_writes = batch.len().min(MAX_BATCH_WRITES_HINT);
         Ok((
             batch,
             Head {
