@@ -364,7 +364,7 @@ struct Open {
     erased: Vec<u64>,
     /// Tree size when the batch was opened: the index of its first record.
     start_size: u64,
-    /// Index writes added to `batch` in key order when it is sealed.
+    /// Index writes added to `batch` in key order when it is sealed, and the open runs.
     scattered: Scattered,
 }
 
@@ -381,8 +381,10 @@ struct Open {
 ///
 /// Keys and values are fjall's own `Slice`s, made once: a `Vec` would be copied into one.
 ///
-/// The batch's payloads are gathered here too, in runs (`payloads.rs`): they are added as the
-/// batch is sealed, when the last run is complete.
+/// The batch's leaves and payloads are built here too, in runs (`leaves.rs`, `payloads.rs`):
+/// each run goes into the batch as soon as it is complete (their keys are indexes, in order
+/// already), the last two as the batch is sealed. The seal is where the committer waits for
+/// the writer, so the less is left for it the better.
 #[derive(Default)]
 struct Scattered {
     ids: Vec<Held>,
@@ -390,9 +392,7 @@ struct Scattered {
     cites: Vec<Held>,
     subjects: Vec<Held>,
     run: crate::payloads::RunBuilder,
-    runs: Vec<(u64, Vec<u8>)>,
     leaves: crate::leaves::LeafRunBuilder,
-    leaf_runs: Vec<(u64, Vec<u8>)>,
 }
 
 /// A write held back in [`Scattered`]: key, value, and the key's first eight bytes as a
@@ -419,16 +419,12 @@ impl Scattered {
             cites,
             subjects,
             mut run,
-            mut runs,
             mut leaves,
-            mut leaf_runs,
         } = self;
-        leaf_runs.extend(leaves.finish());
-        for (start, bytes) in leaf_runs {
+        if let Some((start, bytes)) = leaves.finish() {
             batch.insert(&store.entries, start.to_be_bytes(), bytes);
         }
-        runs.extend(run.finish());
-        for (start, bytes) in runs {
+        if let Some((start, bytes)) = run.finish() {
             batch.insert(&store.payloads, start.to_be_bytes(), bytes);
         }
         for (partition, mut writes) in [
@@ -1093,11 +1089,13 @@ impl Writer {
                     } = *entry;
                     let tiles = &mut self.tiles;
                     self.frontier.push(hash, |h, i, x| tiles.on_node(h, i, x));
-                    scattered
-                        .leaf_runs
-                        .extend(scattered.leaves.push(index, &leaf));
+                    if let Some((start, run)) = scattered.leaves.push(index, &leaf) {
+                        batch.insert(&self.store.entries, start.to_be_bytes(), run);
+                    }
                     let slot = payload.as_ref().map(|p| (&p.salt[..], &p.canonical[..]));
-                    scattered.runs.extend(scattered.run.push(index, slot));
+                    if let Some((start, run)) = scattered.run.push(index, slot) {
+                        batch.insert(&self.store.payloads, start.to_be_bytes(), run);
+                    }
                     let id = Slice::new(hash.as_bytes());
                     scattered
                         .ids
