@@ -248,16 +248,7 @@ mod tests {
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         // Twelve flushes of 40 entries of 1 KiB: segments of ~41 KiB.
         let (flushes, per) = (12u64, 40u64);
-        for round in 0..flushes {
-            for i in 0..per {
-                let index = round * per + i;
-                store
-                    .entries
-                    .insert(index.to_be_bytes(), value(index))
-                    .unwrap();
-            }
-            store.entries.rotate_memtable_and_wait().unwrap();
-        }
+        crate::store::tests::write_entry_segments(&store, flushes, per, value);
         assert!(crate::seal::settle(&store, Duration::from_secs(30)));
         assert_eq!(store.entries.segment_count(), flushes as usize);
         // Below the count of small segments, nothing.

@@ -383,8 +383,8 @@ struct Open {
 ///
 /// The batch's leaves and payloads are built here too, in runs (`leaves.rs`, `payloads.rs`):
 /// each run goes into the batch as soon as it is complete (their keys are indexes, in order
-/// already), the last two as the batch is sealed. The seal is where the committer waits for
-/// the writer, so the less is left for it the better.
+/// already), and the last leaf run and payload run as the batch is sealed. The committer waits
+/// for the seal (`docs/benchmarks.md`, session 18), so the less is left for it the better.
 #[derive(Default)]
 struct Scattered {
     ids: Vec<Held>,

@@ -920,7 +920,7 @@ impl NodeReader for TileReader<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is a failure report
 
     use super::*;
@@ -962,6 +962,26 @@ mod tests {
         assert_eq!(last.map(|v| v.len()), Some(300));
     }
 
+    /// Writes `flushes × per` entries with keys 0, 1, … (as `entries` holds them, big-endian)
+    /// and `value(index)`, flushing `entries` after every `per`: one segment each.
+    pub(crate) fn write_entry_segments(
+        store: &Store,
+        flushes: u64,
+        per: u64,
+        value: impl Fn(u64) -> Vec<u8>,
+    ) {
+        for round in 0..flushes {
+            for i in 0..per {
+                let index = round * per + i;
+                store
+                    .entries
+                    .insert(index.to_be_bytes(), value(index))
+                    .unwrap();
+            }
+            store.entries.rotate_memtable_and_wait().unwrap();
+        }
+    }
+
     #[test]
     fn entries_keep_every_segment_they_are_flushed_to_and_every_leaf() {
         let dir = tempfile::tempdir().unwrap();
@@ -977,16 +997,7 @@ mod tests {
         // Forty flushes of disjoint index ranges. The leveled strategy merges small disjoint
         // segments once 32 gather in level 0; here every one stays as it was written.
         let (flushes, per) = (40u64, 50u64);
-        for round in 0..flushes {
-            for i in 0..per {
-                let index = round * per + i;
-                store
-                    .entries
-                    .insert(index.to_be_bytes(), index.to_le_bytes())
-                    .unwrap();
-            }
-            store.entries.rotate_memtable().unwrap();
-        }
+        write_entry_segments(&store, flushes, per, |index| index.to_le_bytes().to_vec());
         assert!(crate::seal::settle(
             &store,
             std::time::Duration::from_secs(30)
