@@ -83,6 +83,23 @@ const FJALL_WRITE_BUFFER_BYTES: u64 = 4 * WRITE_BUFFER_BYTES;
 /// this floor (`docs/benchmarks.md`, session 17).
 const ENTRIES_SEAL_FLOOR: u64 = 8 * 1024 * 1024;
 
+/// Sealed memtables fjall 2.11's flusher takes per round (its `flush_workers`; the default is
+/// the number of CPUs up to 4, so 2 on a 2-core machine).
+///
+/// fjall grants a round per memtable rotation and, when it opens a keyspace, one per partition
+/// with memtables recovered from the journals — not one per memtable. A crash under load leaves
+/// a dozen journals or more, each holding a memtable's worth of most partitions: ~130 sealed
+/// memtables against ~10 rounds of 2, so most stayed in memory, and their journals on disk,
+/// until enough appends came to rotate memtables again ([`unstall_flushes`] grants rounds while
+/// the buffer is nearly full). Meanwhile anything that waited for the flusher waited in vain: a
+/// server stopped after restarting idle on such a directory took 32 s to exit (the final seal's
+/// 30 s wait, [`crate::seal::settle`]) and left 24 journals, `provledger verify` of it took 53 s
+/// instead of 20. With 64 a round (enough for five dozen journals of a dozen partitions), the
+/// same directory: stopped in 2.0 s with one journal left, verified in 21 s. Under load a round
+/// flushes what is queued, one thread per partition, as before; batch ingest, open-loop latency,
+/// in-process appends and `reopen_under_load` did not change (`docs/benchmarks.md`, session 18).
+const FLUSH_TASKS_PER_ROUND: usize = 64;
+
 /// Longest the committer waits for flushes in [`relieve_write_buffer`] before it goes on (fjall's
 /// own limit still holds).
 const WRITE_BUFFER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -474,6 +491,7 @@ impl Store {
             .cache_size(cache_bytes)
             .max_write_buffer_size(FJALL_WRITE_BUFFER_BYTES)
             .max_journaling_size(128 * 1024 * 1024)
+            .flush_workers(FLUSH_TASKS_PER_ROUND)
             .open()?;
         // Per partition, chosen by how it is read (these are fixed when a partition is created):
         // - hashes (tiles, interiors, ids) do not compress: no compression, no wasted CPU;
@@ -979,6 +997,44 @@ pub(crate) mod tests {
                     .unwrap();
             }
             store.entries.rotate_memtable_and_wait().unwrap();
+        }
+    }
+
+    #[test]
+    fn memtables_recovered_from_many_journals_are_all_flushed_on_open() {
+        use fjall::AbstractTree as _;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            // As a crash under load leaves it: a dozen journals (each `entries` rotation seals
+            // one), each holding writes to a dozen partitions that were never flushed.
+            for round in 0..12u64 {
+                for (_, partition) in store.partitions().iter().skip(1).take(12) {
+                    partition.insert(round.to_be_bytes(), [1u8; 64]).unwrap();
+                }
+                store
+                    .entries
+                    .insert(round.to_be_bytes(), [2u8; 64])
+                    .unwrap();
+                store.entries.rotate_memtable_and_wait().unwrap();
+            }
+            assert!(store.keyspace.journal_count() >= 12);
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        // Nothing writes now, so nothing grants the flusher more rounds than it got on open.
+        assert!(
+            crate::seal::settle(&store, std::time::Duration::from_secs(10)),
+            "sealed memtables left: {:?}",
+            store
+                .partitions()
+                .iter()
+                .map(|(n, p)| (*n, p.tree.sealed_memtable_count()))
+                .filter(|(_, c)| *c > 0)
+                .collect::<Vec<_>>()
+        );
+        for (_, partition) in store.partitions().iter().skip(1).take(12) {
+            assert_eq!(partition.tree.sealed_memtable_count(), 0);
+            assert!(partition.get(11u64.to_be_bytes()).unwrap().is_some());
         }
     }
 
