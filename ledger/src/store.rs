@@ -76,11 +76,13 @@ pub(crate) const WRITE_BUFFER_BYTES: u64 = 32 * 1024 * 1024;
 const FJALL_WRITE_BUFFER_BYTES: u64 = 4 * WRITE_BUFFER_BYTES;
 
 /// [`relieve_write_buffer`] and [`unstall_flushes`] seal `entries` only once its memtable holds
-/// this much (fjall seals it at 16 MiB itself). Its segments are never merged
-/// ([`entries_compaction`]), so every seal is one more segment for good, and lsm-tree 2.10 opens
-/// a level in time cubic in its segment count (each segment it adds re-checks every pair of the
-/// level for overlap): 10 M entries made 1,021 segments, which took 1.08 s to open, and 389 with
-/// this floor (`docs/benchmarks.md`, session 17).
+/// this much (fjall seals it at 16 MiB itself). fjall never merges its segments
+/// ([`entries_compaction`]), so every seal is one more segment until the coalescer merges it
+/// with its neighbours (`coalesce.rs`, from 128 small ones on), and lsm-tree 2.10 opens a level
+/// in time cubic in its segment count (each segment it adds re-checks every pair of the level
+/// for overlap): before the coalescer, 10 M entries made 1,021 segments, which took 1.08 s to
+/// open, and 389 with this floor (`docs/benchmarks.md`, session 17). The floor still keeps the
+/// segments (and so the merges and files between them) two and a half times fewer.
 const ENTRIES_SEAL_FLOOR: u64 = 8 * 1024 * 1024;
 
 /// Sealed memtables fjall 2.11's flusher takes per round (its `flush_workers`; the default is
@@ -298,7 +300,7 @@ const BACKGROUND_THREADS: [&str; 2] = ["flusher", "compactor"];
 #[cfg(target_os = "linux")]
 pub(crate) fn lower_background_priority() -> std::io::Result<usize> {
     use rustix::process::{getpriority_process, setpriority_process, Pid};
-    let target = (getpriority_process(None)? + BACKGROUND_NICE).min(19);
+    let target = background_nice()?;
     let mut changed = 0;
     for task in std::fs::read_dir("/proc/self/task")? {
         // A thread may end between listing and reading: skip what is gone.
@@ -336,11 +338,16 @@ pub(crate) fn lower_background_priority() -> std::io::Result<usize> {
 /// [`lower_background_priority`] does for fjall's threads (Linux only).
 #[cfg(target_os = "linux")]
 pub(crate) fn lower_own_priority() -> std::io::Result<()> {
-    use rustix::process::{getpriority_process, setpriority_process};
     // On Linux the "process" priority of pid 0 is the calling thread's.
-    let target = (getpriority_process(None)? + BACKGROUND_NICE).min(19);
-    setpriority_process(None, target)?;
+    rustix::process::setpriority_process(None, background_nice()?)?;
     Ok(())
+}
+
+/// The nice value for background work, seen from the calling thread: [`BACKGROUND_NICE`] above
+/// its own, at most 19.
+#[cfg(target_os = "linux")]
+fn background_nice() -> std::io::Result<i32> {
+    Ok((rustix::process::getpriority_process(None)? + BACKGROUND_NICE).min(19))
 }
 
 /// See the Linux version.
@@ -371,14 +378,16 @@ pub(crate) fn lock_data_dir(dir: &Path) -> Result<std::fs::File, LedgerError> {
 /// strategy with neither a size limit nor a TTL, so it never drops a segment, and it merges
 /// none while the segments' key ranges are disjoint, which they stay: `entries` is written
 /// once per index, in index order, and never deleted or overwritten. Each flush leaves one
-/// segment that is never rewritten.
+/// segment, which fjall never rewrites; the ledger merges runs of small ones itself
+/// (`coalesce.rs`).
 ///
 /// Under the default leveled strategy fjall merges disjoint segments anyway (level 0 into
 /// level 1 once it holds 64 MiB, and always on the way into level 2), so every leaf was
 /// written ~2.7 times; that was a third of all compaction under batch ingest, ~1 ms of CPU per
 /// 1,000 records (`docs/benchmarks.md`, session 14). The cost is more, smaller segment files
-/// (one per flush, ≤ 16 MiB before compression, where leveled would keep 64 MiB ones): lookups
-/// find the segment by binary search over the disjoint level either way.
+/// (one per flush, ≤ 16 MiB before compression), until the coalescer merges them once into
+/// segments of up to 64 MiB: lookups find the segment by binary search over the disjoint level
+/// either way.
 ///
 /// fjall stores a partition's strategy when it creates it: directories created before session
 /// 14 keep the leveled one, which is correct, only slower.
@@ -1073,7 +1082,7 @@ pub(crate) mod tests {
     }
 
     /// Rotations for stalled flushes leave a small `entries` memtable alone: each would be one
-    /// more segment for good. (Freeing journals and a quiet flush take it: see above.)
+    /// more small segment to merge. (Freeing journals and a quiet flush take it: see above.)
     #[test]
     fn upkeep_rotations_leave_entries_until_its_floor() {
         use fjall::AbstractTree as _;
