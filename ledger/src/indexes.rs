@@ -1203,8 +1203,13 @@ mod tests {
         // 5 an escalated decision and 6 its approval in the same job (citing it by entity), and 7
         // the approval of decision 1.
         let (d1, d3) = (id(1)?, id(3)?);
-        let mut d5 = decision("a2", true, Some("policy:refunds"))?;
-        d5.entity = Some("refund:5".into());
+        let d5 = rec(serde_json::json!({
+            "kind": "decision",
+            "entity": "refund:5",
+            "actor": {"type": "agent", "id": "a2"},
+            "refs": [{"role": "policy", "ref": "policy:refunds"}],
+            "attributes": {"requires_approval": true},
+        }))?;
         l.append_blocking(vec![
             d5,
             answer("approval", "refund:5")?,

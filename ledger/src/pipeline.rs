@@ -931,7 +931,7 @@ impl Writer {
                         field: format!("{}.refs[{j}].ref", record.field),
                         reference: match target {
                             RefTarget::Id(h) => h.to_hex(),
-                            RefTarget::Entity(e) => e.clone(),
+                            RefTarget::Entity(e, _) => e.clone(),
                         },
                     })?;
                 refs.push(LeafRef {
@@ -943,6 +943,7 @@ impl Writer {
                 tenant,
                 kind,
                 entity,
+                version,
                 actor,
                 attributes,
                 classification,
@@ -970,14 +971,8 @@ impl Writer {
             let hash = leaf_hash(&bytes);
             crate::indexes::stage(&self.store, &leaf, hash, &mut local.indexes, &earlier)?;
             let subject = crate::erase::subject_of(&leaf.attributes);
-            let Leaf {
-                tenant,
-                entity,
-                refs,
-                ..
-            } = leaf;
+            let Leaf { tenant, refs, .. } = leaf;
             local.ids.insert(hash, (next, tenant.clone()));
-            let version = entity.map(|e| EntityName::new(&tenant, &e));
             if let Some(name) = version {
                 local.latest.insert(name, (next, hash));
             }
@@ -1054,12 +1049,11 @@ impl Writer {
                 };
                 Ok(found.filter(|t| t == tenant).map(|_| *id))
             }
-            RefTarget::Entity(entity) => {
-                let name = EntityName::new(tenant, entity);
-                if let Some((_, h)) = local.latest.get(&name).or_else(|| prior.latest(&name)) {
+            RefTarget::Entity(_, name) => {
+                if let Some((_, h)) = local.latest.get(name).or_else(|| prior.latest(name)) {
                     return Ok(Some(*h));
                 }
-                Ok(self.store.latest_version(&name)?.map(|(_, h)| h))
+                Ok(self.store.latest_version(name)?.map(|(_, h)| h))
             }
         }
     }

@@ -18,6 +18,7 @@ pub const LOG_KEY_ENTITY: &str = "log-key";
 /// read them (each tenant's records name the policy that scrubbed them).
 pub const LOG_ENTITIES: [&str; 2] = [POLICY_ENTITY, LOG_KEY_ENTITY];
 use crate::redact::first_finding;
+use crate::versions::EntityName;
 use crate::LedgerError;
 
 /// Version of the leaf encoding written in every leaf's `v` field.
@@ -345,21 +346,23 @@ pub fn commitment(salt: &[u8], canonical: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// A reference as given: a record id or an entity name.
+/// A reference as given: a record id, or an entity name with its place in the entity index
+/// (digested here, off the writer thread).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RefTarget {
     Id(Hash),
-    Entity(String),
+    Entity(String, EntityName),
 }
 
 impl RefTarget {
-    pub(crate) fn parse(s: &str) -> RefTarget {
+    /// `s` as cited by a record of `tenant` (an entity name resolves within the tenant).
+    pub(crate) fn parse(s: &str, tenant: &str) -> RefTarget {
         if is_record_id(s) {
             if let Ok(h) = Hash::from_hex(s) {
                 return RefTarget::Id(h);
             }
         }
-        RefTarget::Entity(s.to_owned())
+        RefTarget::Entity(s.to_owned(), EntityName::new(tenant, s))
     }
 }
 
@@ -375,6 +378,8 @@ pub struct PreparedRecord {
     pub(crate) tenant: String,
     pub(crate) kind: String,
     pub(crate) entity: Option<String>,
+    /// The entity's place in the entity index, digested here so the writer thread need not.
+    pub(crate) version: Option<EntityName>,
     pub(crate) actor: Actor,
     pub(crate) refs: Vec<(String, RefTarget)>,
     pub(crate) attributes: BTreeMap<String, serde_json::Value>,
@@ -501,7 +506,7 @@ impl PreparedRecord {
             check_text(&r.target, &target, 512)?;
             check_no_pii(&r.role, &role)?;
             check_no_pii(&r.target, &target)?;
-            let target = RefTarget::parse(&r.target);
+            let target = RefTarget::parse(&r.target, &tenant);
             refs.push((r.role, target));
         }
         let attributes_size = rmp_serde::to_vec(&input.attributes)
@@ -533,10 +538,12 @@ impl PreparedRecord {
                 other => other,
             })?),
         };
+        let version = input.entity.as_deref().map(|e| EntityName::new(&tenant, e));
         Ok(PreparedRecord {
             tenant,
             kind: input.kind,
             entity: input.entity,
+            version,
             actor: input.actor,
             refs,
             attributes: input.attributes,
