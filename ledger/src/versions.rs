@@ -411,4 +411,61 @@ mod tests {
         );
         assert_eq!(store.version_count().unwrap(), 3);
     }
+
+    /// A ref by entity name resolves within the citing record's tenant (the name's digest is
+    /// made when the record is prepared, from its final tenant): the same name in another tenant
+    /// is another entity, and a tenant without it gets an unknown ref. Within one batch (the
+    /// writer's overlay) and after a restart (the store).
+    #[test]
+    fn refs_by_entity_name_resolve_within_the_citing_tenant() {
+        use crate::record::{Leaf, PreparedRecord, RecordInput};
+        use crate::{Ledger, LedgerConfig, LedgerError};
+        let dir = tempfile::tempdir().unwrap();
+        let key = provledger_signer::SigningKey::generate("test.example/log").unwrap();
+        let skey = key.to_skey().to_string();
+        let open = |key| {
+            Ledger::open(
+                &LedgerConfig::new(dir.path()),
+                key,
+                &prometheus::Registry::new(),
+            )
+            .unwrap()
+        };
+        let prepare = |v: serde_json::Value| {
+            let input: RecordInput = serde_json::from_value(v).unwrap();
+            PreparedRecord::prepare(input, "record").unwrap()
+        };
+        let model = |tenant: &str| {
+            prepare(serde_json::json!({
+                "kind": "model", "tenant": tenant, "entity": "model:x",
+                "actor": {"type": "human", "id": "ana"},
+            }))
+        };
+        let citing = |tenant: &str| {
+            prepare(serde_json::json!({
+                "kind": "decision", "tenant": tenant, "actor": {"type": "agent", "id": "a"},
+                "refs": [{"role": "model", "ref": "model:x"}],
+            }))
+        };
+        let cited = |leaf: &[u8]| Hash(Leaf::decode(leaf).unwrap().refs[0].hash);
+
+        let l = open(key);
+        // Each tenant's version and a record citing it, in one batch.
+        let r = l
+            .append_blocking(vec![model("a"), model("b"), citing("b"), citing("a")])
+            .unwrap();
+        let (a, b) = (r[0].id, r[1].id);
+        assert_eq!(cited(&r[2].leaf), b);
+        assert_eq!(cited(&r[3].leaf), a);
+        let unknown = l.append_blocking(vec![citing("c")]);
+        assert!(
+            matches!(unknown, Err(LedgerError::UnknownRef { .. })),
+            "{unknown:?}"
+        );
+        drop(l);
+
+        let l = open(provledger_signer::SigningKey::from_skey(&skey).unwrap());
+        let r = l.append_blocking(vec![citing("a"), citing("b")]).unwrap();
+        assert_eq!((cited(&r[0].leaf), cited(&r[1].leaf)), (a, b));
+    }
 }
