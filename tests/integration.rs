@@ -13,6 +13,7 @@ mod auth;
 mod console;
 mod crash;
 mod diffs;
+mod docs;
 mod erasure;
 mod errors;
 mod export;
