@@ -1,61 +1,64 @@
-//! The documentation's walkthroughs, run as written against the real binary: the shell blocks
-//! of `docs/running.md` ("A two-minute walkthrough"), then the Python scripts `docs/verifying.md`
-//! prints and the shell blocks that run them on the walkthrough's files. An example that stops
-//! working (a field the server now refuses, a script that no longer verifies) fails here.
+//! The documentation's examples, run as written against the real binary: the walkthrough of
+//! `docs/running.md`, the Python scripts `docs/verifying.md` prints with the shell blocks that
+//! run them, and the example of `docs/openlineage.md`. An example that stops working (a field
+//! the server now refuses, a script that no longer verifies, an answer that changed) fails here.
 //!
-//! Needs `bash`, `curl`, `jq` and `python3` with `cryptography` and `rfc8785` (`.ci/run`
-//! installs them). `curl` is made to fail on an HTTP error (`--fail-with-body`) and the script
-//! runs under `set -euo pipefail`, so a refused request stops it with the server's message.
+//! Needs `bash`, `curl`, `jq`, `gzip` and `python3` with `cryptography` and `rfc8785` (`.ci/run`
+//! installs them). `curl` is made to fail on an HTTP error (`--fail-with-body`) and the blocks run
+//! in one `bash` under `set -euo pipefail`, so a refused request stops them with the server's
+//! message.
 
 use std::path::Path;
 use std::process::Command;
 
 use crate::common::Server;
 
-/// The text of `heading`'s section: from the heading to the next heading of its level or above.
-fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
-    let level = heading.chars().take_while(|c| *c == '#').count();
-    let start = doc
-        .find(&format!("\n{heading}\n"))
-        .unwrap_or_else(|| panic!("no section {heading:?}"));
-    let body = &doc[start + heading.len() + 2..];
-    let end = body
-        .lines()
-        .scan(0, |at, line| {
-            let here = *at;
-            *at += line.len() + 1;
-            Some((here, line))
-        })
-        .find(|(_, line)| {
-            let hashes = line.chars().take_while(|c| *c == '#').count();
-            hashes > 0 && hashes <= level && line.chars().nth(hashes) == Some(' ')
-        })
-        .map_or(body.len(), |(at, _)| at);
-    &body[..end]
+/// A fenced code block: its info string (`sh`, `text`, …) and its text.
+struct Block {
+    lang: String,
+    text: String,
 }
 
-/// The fenced code blocks of `text` whose info string is `lang`, in order.
-fn blocks(text: &str, lang: &str) -> Vec<String> {
+/// The fenced code blocks of `doc`, in order.
+fn blocks(doc: &str) -> Vec<Block> {
     let mut out = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        match (&mut current, line.strip_prefix("```")) {
-            (None, Some(info)) if info.trim() == lang => current = Some(String::new()),
-            (None, Some(_)) => current = Some(String::from("\u{0}")), // another language
-            (Some(block), Some("")) => {
-                if !block.starts_with('\u{0}') {
-                    out.push(std::mem::take(block));
-                }
-                current = None;
+    let mut current: Option<Block> = None;
+    for line in doc.lines() {
+        match (current.as_mut(), line.strip_prefix("```")) {
+            (None, Some(info)) => {
+                current = Some(Block {
+                    lang: info.trim().to_owned(),
+                    text: String::new(),
+                })
             }
+            (Some(_), Some("")) => out.extend(current.take()),
             (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
+                block.text.push_str(line);
+                block.text.push('\n');
             }
             (None, None) => {}
         }
     }
     out
+}
+
+/// The text of `heading`'s section: from the heading to the next heading of its level or above.
+fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let start = doc
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no section {heading:?}"))
+        + heading.len()
+        + 2;
+    let mut at = start;
+    for line in doc[start..].lines() {
+        let hashes = line.chars().take_while(|c| *c == '#').count();
+        if hashes > 0 && hashes <= level && line.chars().nth(hashes) == Some(' ') {
+            break;
+        }
+        at += line.len() + 1;
+    }
+    &doc[start..at.min(doc.len())]
 }
 
 fn read_doc(name: &str) -> String {
@@ -65,51 +68,25 @@ fn read_doc(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-#[test]
-fn the_walkthrough_and_the_verification_scripts_work_as_written() {
-    let server = Server::start(&[]);
-    // The walkthrough reads `data/admin.token` and writes its files beside `data`.
+/// Marks the end of a block's output.
+const DONE: &str = "--- block done";
+
+/// Runs `scripts` in order in one `bash`, in the directory that holds the server's `data`
+/// (the examples read `data/admin.token`), with the documented address replaced by the
+/// server's. Returns each block's standard output; fails the test, with everything printed,
+/// when one fails.
+fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
     let dir = server
         .data_dir()
         .parent()
         .expect("the data directory has a parent")
         .to_path_buf();
     let url = server.client().url("");
-
-    let running = read_doc("running.md");
-    let walkthrough = blocks(section(&running, "## A two-minute walkthrough"), "sh");
-    assert!(
-        walkthrough.len() >= 4,
-        "the walkthrough's shell blocks were not found"
-    );
-    // verifying.md: every script it prints that names itself (`usage: python3 NAME.py`) is
-    // saved under that name, and every shell block that runs one of them is run.
-    let verifying = read_doc("verifying.md");
-    let mut scripts = 0;
-    for script in blocks(&verifying, "python") {
-        let Some(name) = script
-            .lines()
-            .find_map(|l| l.strip_prefix("usage: python3 "))
-            .and_then(|rest| rest.split_whitespace().next())
-        else {
-            continue;
-        };
-        std::fs::write(dir.join(name), &script).expect("write the script");
-        scripts += 1;
-    }
-    assert!(scripts >= 4, "verifying.md's scripts were not found");
-    let checks: Vec<String> = blocks(&verifying, "sh")
-        .into_iter()
-        .filter(|b| b.contains("python3 "))
-        .collect();
-    assert!(checks.len() >= 4, "verifying.md's checks were not found");
-
     let mut script =
         String::from("set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; }\n");
-    for block in walkthrough.iter().chain(&checks) {
-        // The server under test listens elsewhere than the documented default.
+    for block in scripts {
         script.push_str(&block.replace("http://127.0.0.1:8080", url.trim_end_matches('/')));
-        script.push_str("echo '--- block done'\n");
+        script.push_str(&format!("echo '{DONE}'\n"));
     }
     let out = Command::new("bash")
         .arg("-c")
@@ -124,21 +101,110 @@ fn the_walkthrough_and_the_verification_scripts_work_as_written() {
         "the documented commands failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- script\n{script}",
         out.status
     );
-    // What the documentation says the checks print.
+    let mut outputs: Vec<String> = stdout
+        .split(&format!("{DONE}\n"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        outputs.pop().as_deref(),
+        Some(""),
+        "output after the last block"
+    );
+    assert_eq!(outputs.len(), scripts.len(), "{stdout}");
+    outputs
+}
+
+#[test]
+fn the_walkthrough_and_the_verification_scripts_work_as_written() {
+    let server = Server::start(&[]);
+    let running = read_doc("running.md");
+    let walkthrough: Vec<Block> = blocks(section(&running, "## A two-minute walkthrough"))
+        .into_iter()
+        .filter(|b| b.lang == "sh")
+        .collect();
+    assert!(
+        walkthrough.len() >= 4,
+        "the walkthrough's shell blocks were not found"
+    );
+    // verifying.md: every script it prints that names itself (`usage: python3 NAME.py`) is
+    // saved under that name, and every shell block that runs one of them is run.
+    let verifying = read_doc("verifying.md");
+    let dir = server.data_dir().parent().expect("a parent").to_path_buf();
+    let mut scripts = 0;
+    let mut checks = Vec::new();
+    for block in blocks(&verifying) {
+        match block.lang.as_str() {
+            "python" => {
+                let Some(name) = block
+                    .text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage: python3 "))
+                    .and_then(|rest| rest.split_whitespace().next())
+                else {
+                    continue;
+                };
+                std::fs::write(dir.join(name), &block.text).expect("write the script");
+                scripts += 1;
+            }
+            "sh" if block.text.contains("python3 ") => checks.push(block),
+            _ => {}
+        }
+    }
+    assert!(scripts >= 4, "verifying.md's scripts were not found");
+    assert!(checks.len() >= 4, "verifying.md's checks were not found");
+
+    let all: Vec<&str> = walkthrough
+        .iter()
+        .chain(&checks)
+        .map(|b| b.text.as_str())
+        .collect();
+    let outputs = run(&server, &all).concat();
+    // What the documentation says the checks print (ids, keys and times differ per run).
     for expected in [
-        "ok: ",
+        "{\"status\":\"ok\",\"tree_size\":0}",
         "is entry 2 of test.example/log, tree size 3",
         "the payload matches the commitment in the leaf",
         "ok: the tree of size 3 extends the tree of size 1",
-        "entries of test.example/log hash to the signed root",
+        "ok: 3 entries of test.example/log hash to the signed root",
     ] {
         assert!(
-            stdout.contains(expected),
-            "missing {expected:?} in:\n{stdout}\n--- stderr\n{stderr}"
+            outputs.contains(expected),
+            "missing {expected:?} in:\n{outputs}"
         );
     }
-    assert_eq!(
-        stdout.matches("--- block done").count(),
-        walkthrough.len() + checks.len()
+}
+
+/// The OpenLineage example, whose answers hold no ids or times: each block's output must be
+/// the `text` block the documentation shows after it, exactly.
+#[test]
+fn the_openlineage_example_answers_as_documented() {
+    let server = Server::start(&[]);
+    let doc = read_doc("openlineage.md");
+    let example = blocks(section(&doc, "## Example"));
+    let mut scripts = Vec::new();
+    let mut expected = Vec::new();
+    for (i, block) in example.iter().enumerate() {
+        // Blocks with a placeholder (`<output id>`) are for the reader to fill in.
+        let placeholder = block.text.contains("<output id>");
+        if block.lang != "sh" || placeholder {
+            continue;
+        }
+        scripts.push(block.text.as_str());
+        expected.push(
+            example
+                .get(i + 1)
+                .filter(|next| next.lang == "text")
+                .map(|next| next.text.clone()),
+        );
+    }
+    assert!(
+        scripts.len() >= 2,
+        "the OpenLineage example's blocks were not found"
     );
+    let outputs = run(&server, &scripts);
+    for ((script, output), expected) in scripts.iter().zip(&outputs).zip(&expected) {
+        if let Some(expected) = expected {
+            assert_eq!(output, expected, "the output of\n{script}");
+        }
+    }
 }
