@@ -1,6 +1,6 @@
 //! The documentation's examples, run as written against the real binary: the walkthrough of
 //! `docs/running.md`, the Python scripts `docs/verifying.md` prints with the shell blocks that
-//! run them, and the example of `docs/openlineage.md`. An example that stops working (a field
+//! run them, the example of `docs/openlineage.md`, and the token requests of `docs/access.md`. An example that stops working (a field
 //! the server now refuses, a script that no longer verifies, an answer that changed) fails here.
 //!
 //! Needs `bash`, `curl`, `jq`, `gzip` and `python3` with `cryptography` and `rfc8785` (`.ci/run`
@@ -207,4 +207,41 @@ fn the_openlineage_example_answers_as_documented() {
             assert_eq!(output, expected, "the output of\n{script}");
         }
     }
+}
+
+/// The token requests of access.md (listing, then making a writer token) answer what the page
+/// describes. Its `provledger token` block is for a stopped server and is not run here.
+#[test]
+fn the_token_requests_of_access_md_work_as_written() {
+    let server = Server::start(&[]);
+    let doc = read_doc("access.md");
+    let requests: Vec<Block> = blocks(&doc)
+        .into_iter()
+        .filter(|b| b.lang == "sh" && b.text.contains("curl "))
+        .collect();
+    assert_eq!(
+        requests.len(),
+        2,
+        "access.md's token requests were not found"
+    );
+    // The second block uses `PL`, which the walkthrough (running.md) defines.
+    let mut scripts = vec!["PL=http://127.0.0.1:8080\n"];
+    scripts.extend(requests.iter().map(|b| b.text.as_str()));
+    let outputs = run(&server, &scripts);
+    let listed: serde_json::Value = serde_json::from_str(&outputs[1]).expect("a JSON listing");
+    assert_eq!(listed["tokens"][0]["role"], "admin", "{listed}");
+    let made: serde_json::Value = serde_json::from_str(&outputs[2]).expect("a JSON answer");
+    assert_eq!(
+        (&made["role"], &made["tenant"], &made["kinds"]),
+        (
+            &serde_json::json!("writer"),
+            &serde_json::json!("acme"),
+            &serde_json::json!(["decision"])
+        ),
+        "{made}"
+    );
+    assert!(
+        made["token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{made}"
+    );
 }
