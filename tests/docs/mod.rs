@@ -1,7 +1,8 @@
 //! The documentation's examples, run as written against the real binary: the walkthrough of
 //! `docs/running.md`, the Python scripts `docs/verifying.md` prints with the shell blocks that
-//! run them, the example of `docs/openlineage.md`, and the token requests of `docs/access.md`. An example that stops working (a field
-//! the server now refuses, a script that no longer verifies, an answer that changed) fails here.
+//! run them, the example of `docs/openlineage.md`, and the token requests of `docs/access.md`.
+//! An example that stops working (a field the server now refuses, a script that no longer
+//! verifies, an answer that changed) fails here.
 //!
 //! Needs `bash`, `curl`, `jq`, `gzip` and `python3` with `cryptography` and `rfc8785` (`.ci/run`
 //! installs them). `curl` is made to fail on an HTTP error (`--fail-with-body`) and the blocks run
@@ -71,16 +72,21 @@ fn read_doc(name: &str) -> String {
 /// Marks the end of a block's output.
 const DONE: &str = "--- block done";
 
-/// Runs `scripts` in order in one `bash`, in the directory that holds the server's `data`
-/// (the examples read `data/admin.token`), with the documented address replaced by the
-/// server's. Returns each block's standard output; fails the test, with everything printed,
-/// when one fails.
-fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
-    let dir = server
+/// Where the examples run: the directory that holds the server's `data` (they read
+/// `data/admin.token` and write their files beside it).
+fn work_dir(server: &Server) -> std::path::PathBuf {
+    server
         .data_dir()
         .parent()
         .expect("the data directory has a parent")
-        .to_path_buf();
+        .to_path_buf()
+}
+
+/// Runs `scripts` in order in one `bash`, in [`work_dir`], with the documented address replaced
+/// by the server's. Returns each block's standard output; fails the test, with everything
+/// printed, when one fails.
+fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
+    let dir = work_dir(server);
     let url = server.client().url("");
     let mut script =
         String::from("set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; }\n");
@@ -98,7 +104,8 @@ fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "the documented commands failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n--- script\n{script}",
+        "the documented commands failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n\
+         --- script\n{script}",
         out.status
     );
     let mut outputs: Vec<String> = stdout
@@ -129,7 +136,7 @@ fn the_walkthrough_and_the_verification_scripts_work_as_written() {
     // verifying.md: every script it prints that names itself (`usage: python3 NAME.py`) is
     // saved under that name, and every shell block that runs one of them is run.
     let verifying = read_doc("verifying.md");
-    let dir = server.data_dir().parent().expect("a parent").to_path_buf();
+    let dir = work_dir(&server);
     let mut scripts = 0;
     let mut checks = Vec::new();
     for block in blocks(&verifying) {
