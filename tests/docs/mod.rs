@@ -1,6 +1,7 @@
 //! The documentation's examples, run as written against the real binary: the walkthrough of
 //! `docs/running.md`, the Python scripts `docs/verifying.md` prints with the shell blocks that
-//! run them, the example of `docs/openlineage.md`, and the token requests of `docs/access.md`.
+//! run them, the examples of `docs/api.md` (shell and GraphQL, continuing the walkthrough), the
+//! example of `docs/openlineage.md`, and the token requests of `docs/access.md`.
 //! An example that stops working (a field the server now refuses, a script that no longer
 //! verifies, an answer that changed) fails here.
 //!
@@ -90,6 +91,14 @@ fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
     let url = server.client().url("");
     let mut script =
         String::from("set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; }\n");
+    // `provledger` as the documentation runs it: the binary under test.
+    let bin_dir = Path::new(crate::common::bin())
+        .parent()
+        .expect("the binary has a directory");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![bin_dir.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let path = std::env::join_paths(dirs).expect("a PATH");
     for block in scripts {
         script.push_str(&block.replace("http://127.0.0.1:8080", url.trim_end_matches('/')));
         script.push_str(&format!("echo '{DONE}'\n"));
@@ -98,6 +107,7 @@ fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
         .arg("-c")
         .arg(&script)
         .current_dir(&dir)
+        .env("PATH", path)
         .output()
         .expect("cannot run bash");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -121,18 +131,24 @@ fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
     outputs
 }
 
-#[test]
-fn the_walkthrough_and_the_verification_scripts_work_as_written() {
-    let server = Server::start(&[]);
+/// The shell blocks of running.md's walkthrough, which the other pages' examples continue.
+fn walkthrough() -> Vec<Block> {
     let running = read_doc("running.md");
-    let walkthrough: Vec<Block> = blocks(section(&running, "## A two-minute walkthrough"))
+    let blocks: Vec<Block> = blocks(section(&running, "## A two-minute walkthrough"))
         .into_iter()
         .filter(|b| b.lang == "sh")
         .collect();
     assert!(
-        walkthrough.len() >= 4,
+        blocks.len() >= 4,
         "the walkthrough's shell blocks were not found"
     );
+    blocks
+}
+
+#[test]
+fn the_walkthrough_and_the_verification_scripts_work_as_written() {
+    let server = Server::start(&[]);
+    let walkthrough = walkthrough();
     // verifying.md: every script it prints that names itself (`usage: python3 NAME.py`) is
     // saved under that name, and every shell block that runs one of them is run.
     let verifying = read_doc("verifying.md");
@@ -157,8 +173,8 @@ fn the_walkthrough_and_the_verification_scripts_work_as_written() {
             _ => {}
         }
     }
-    assert!(scripts >= 4, "verifying.md's scripts were not found");
-    assert!(checks.len() >= 4, "verifying.md's checks were not found");
+    assert!(scripts >= 5, "verifying.md's scripts were not found");
+    assert!(checks.len() >= 5, "verifying.md's checks were not found");
 
     let all: Vec<&str> = walkthrough
         .iter()
@@ -173,10 +189,51 @@ fn the_walkthrough_and_the_verification_scripts_work_as_written() {
         "the payload matches the commitment in the leaf",
         "ok: the tree of size 3 extends the tree of size 1",
         "ok: 3 entries of test.example/log hash to the signed root",
+        "ok: 3 records and 2 citations of test.example/log, proven against its checkpoint of \
+         tree size 3",
     ] {
         assert!(
             outputs.contains(expected),
             "missing {expected:?} in:\n{outputs}"
+        );
+    }
+    // check_trace.py refuses a trace whose edge or proof the server could have altered.
+    let trace: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("trace.json")).expect("trace.json"))
+            .expect("trace.json is JSON");
+    let lineage = "/data/lineage";
+    for (what, pointer, altered) in [
+        (
+            "a changed role",
+            "/edges/0/role",
+            serde_json::json!("input"),
+        ),
+        (
+            "a made-up edge",
+            "/edges/0/to",
+            trace["data"]["lineage"]["nodes"][0]["id"].clone(),
+        ),
+        ("a wrong index", "/nodes/1/index", serde_json::json!(1)),
+    ] {
+        let mut bad = trace.clone();
+        *bad.pointer_mut(&format!("{lineage}{pointer}"))
+            .unwrap_or_else(|| panic!("no {pointer} in the trace")) = altered;
+        std::fs::write(dir.join("bad-trace.json"), bad.to_string()).expect("write");
+        let out = Command::new("python3")
+            .args(["check_trace.py", "bad-trace.json"])
+            .arg(
+                std::fs::read_to_string(dir.join("log.vkey"))
+                    .expect("log.vkey")
+                    .trim(),
+            )
+            .current_dir(&dir)
+            .output()
+            .expect("python3");
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ValueError"),
+            "check_trace.py did not refuse {what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }
@@ -251,4 +308,131 @@ fn the_token_requests_of_access_md_work_as_written() {
         made["token"].as_str().is_some_and(|t| !t.is_empty()),
         "{made}"
     );
+}
+
+/// What differs between two runs of the same example: ids, hashes, keys and signatures (runs of
+/// 40 or more base64 or hex characters, `/` and `+` included) and the log's origin.
+fn masked(text: &str) -> String {
+    let text = text.replace(crate::common::ORIGIN, "vm/provledger");
+    let mut out = String::new();
+    let mut run = String::new();
+    let token = |c: char| c.is_ascii_alphanumeric() || "+/=".contains(c);
+    for c in text.chars().chain(std::iter::once('\n')) {
+        if token(c) {
+            run.push(c);
+            continue;
+        }
+        out.push_str(if run.len() >= 40 { "…" } else { &run });
+        run.clear();
+        out.push(c);
+    }
+    out.pop();
+    out
+}
+
+/// The GraphQL variables api.md's queries may declare, and the walkthrough's shell variable
+/// each takes its value from.
+const GRAPHQL_VARIABLES: [(&str, &str); 1] = [("v3", "$POLICY")];
+
+/// A GraphQL block of api.md as a shell command that sends it, with its variables, to
+/// `POST /graphql` and prints the answer.
+fn graphql_request(query: &str) -> String {
+    let mut args = String::new();
+    let mut vars = Vec::new();
+    for (at, _) in query.match_indices('$') {
+        let name: String = query[at + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if vars.contains(&name) {
+            continue;
+        }
+        let (_, from) = GRAPHQL_VARIABLES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| {
+                panic!("api.md's query uses ${name}, which no test value fills:\n{query}")
+            });
+        args.push_str(&format!(" --arg {name} \"{from}\""));
+        vars.push(name);
+    }
+    let variables: Vec<String> = vars.iter().map(|v| format!("{v}: ${v}")).collect();
+    format!(
+        "Q=$(cat <<'GRAPHQL'\n{query}GRAPHQL\n)\n\
+         jq -n --arg q \"$Q\"{args} '{{query: $q, variables: {{{}}}}}' |\n  \
+         curl -s $PL/graphql -H \"$AUTH\" -H 'content-type: application/json' -d @-\necho\n",
+        variables.join(", ")
+    )
+}
+
+/// api.md's examples, in the page's order after the walkthrough: every shell block but those
+/// with a placeholder (`<token>`) runs, and its output must be the `text` block the page shows
+/// after it, up to ids, keys and signatures; every GraphQL query and mutation is sent to the
+/// server and must answer data and no errors (subscriptions are tested in `subscriptions`).
+#[test]
+fn the_api_examples_continue_the_walkthrough_as_written() {
+    let server = Server::start(&[]);
+    let doc = read_doc("api.md");
+    let example = blocks(&doc);
+    let walkthrough = walkthrough();
+    let mut scripts: Vec<String> = walkthrough.iter().map(|b| b.text.clone()).collect();
+    // (script number, what the page shows it prints), and the scripts that send GraphQL.
+    let mut expected = Vec::new();
+    let mut queries = Vec::new();
+    let mut shell = 0;
+    for (i, block) in example.iter().enumerate() {
+        match block.lang.as_str() {
+            "sh" if !block.text.contains('<') => {
+                shell += 1;
+                if let Some(next) = example.get(i + 1).filter(|next| next.lang == "text") {
+                    expected.push((scripts.len(), next.text.clone()));
+                }
+                scripts.push(block.text.clone());
+            }
+            "graphql" if !block.text.trim_start().starts_with("subscription") => {
+                queries.push((scripts.len(), block.text.clone()));
+                scripts.push(graphql_request(&block.text));
+            }
+            _ => {}
+        }
+    }
+    assert!(shell >= 5, "api.md's shell examples were not found");
+    assert!(
+        queries.len() >= 5,
+        "api.md's GraphQL examples were not found"
+    );
+    assert!(expected.len() >= 3, "api.md's shown outputs were not found");
+    let all: Vec<&str> = scripts.iter().map(String::as_str).collect();
+    let outputs = run(&server, &all);
+    for (at, shown) in &expected {
+        assert_eq!(
+            masked(&outputs[*at]),
+            masked(shown),
+            "the output of\n{}",
+            scripts[*at]
+        );
+    }
+    for (at, query) in &queries {
+        let answer: serde_json::Value = serde_json::from_str(&outputs[*at])
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nfor\n{query}", outputs[*at]));
+        assert!(
+            answer.get("errors").is_none() && answer["data"].is_object(),
+            "the query\n{query}\nanswered {answer}"
+        );
+    }
+}
+
+#[test]
+fn masking_keeps_what_an_example_shows_and_hides_what_varies() {
+    let shown = "ok: 3 records of vm/provledger, tree size 4 (root u8bVsvja+WDlZMU/P7IFQV5mjPU5jU8yjA/YS6VsotQ=)\n\
+                 signed by trusted key vm/provledger+13982ea4+AYpOnWP/iXD3uEA8HW6m6toOWImrKdCAdpnADhmF2PVl\n";
+    let got = "ok: 3 records of test.example/log, tree size 4 (root 7uNs4SQkXOwQMawbfy4FwQcSPJlNYM42VAS8B2/Rxsk=)\n\
+               signed by trusted key test.example/log+0d89c78b+AdkGTQg6jt1etzmeGt6H53YZvp9S2FdIFs2ySfSooS95\n";
+    assert_eq!(masked(shown), masked(got));
+    assert_ne!(
+        masked(shown),
+        masked(&got.replace("3 records", "4 records"))
+    );
+    assert_ne!(masked(shown), masked(&got.replace("size 4", "size 5")));
+    assert_eq!(masked("[2,\"decision\"]"), "[2,\"decision\"]");
 }
