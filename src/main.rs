@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use provledger_exporters::{
-    export_as_file, looks_like_envelope, verify_bundle, verify_dsse, ConsistencyProof,
+    counted, export_as_file, looks_like_envelope, verify_bundle, verify_dsse, ConsistencyProof,
     ExportFormat, KeyTrust, LaterCheckpoint, RangeScope, Scope,
 };
 use provledger_graphql::{configure, AppState, ServerSettings};
@@ -539,9 +539,9 @@ fn export(args: ExportArgs) -> Result<()> {
     bar.finish_and_clear();
     let summary = summary.with_context(|| format!("export to {} failed", args.out.display()))?;
     println!(
-        "wrote {} ({format}): {} records ({}), proven against the checkpoint of tree size {}",
+        "wrote {} ({format}): {} ({}), proven against the checkpoint of tree size {}",
         args.out.display(),
-        summary.records,
+        counted(summary.records, "record"),
         summary.scope,
         summary.tree_size
     );
@@ -589,8 +589,8 @@ fn verify_bundle_file(args: &VerifyBundleArgs) -> Result<()> {
         println!("DSSE envelope: signature over its PAE and in-toto subjects verified");
     }
     println!(
-        "ok: {} records of {} ({}), proven against its checkpoint of tree size {} (root {})",
-        report.records(),
+        "ok: {} of {} ({}), proven against its checkpoint of tree size {} (root {})",
+        counted(report.records(), "record"),
         report.origin(),
         report.scope(),
         report.tree_size(),

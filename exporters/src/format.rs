@@ -116,14 +116,22 @@ impl fmt::Display for ScopeDoc {
                 Ok(())
             }
             ScopeDoc::Records { ids, depth, .. } => {
-                write!(f, "{} record(s)", ids.len())?;
+                let n = ids.len() as u64;
+                write!(f, "{}", counted(n, "record"))?;
                 if *depth > 0 {
-                    write!(f, " with their upstream lineage to depth {depth}")?;
+                    let whose = if n == 1 { "its" } else { "their" };
+                    write!(f, " with {whose} upstream lineage to depth {depth}")?;
                 }
                 Ok(())
             }
         }
     }
+}
+
+/// `n` and `noun`, plural unless `n` is 1: "1 record", "3 records".
+pub fn counted(n: u64, noun: &str) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{n} {noun}{s}")
 }
 
 /// A record's entry in `records`, as the exporter writes it.

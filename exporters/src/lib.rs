@@ -74,7 +74,7 @@ pub use crate::output::{export_as, export_as_file, ExportFormat};
 pub use crate::prov::{export_prov_json, is_activity, ACTIVITY_KINDS, PROV_NAMESPACE};
 
 // The format's name and version, as written in every bundle.
-pub use crate::format::{BUNDLE_FORMAT, BUNDLE_VERSION, READABLE_VERSIONS};
+pub use crate::format::{counted, BUNDLE_FORMAT, BUNDLE_VERSION, READABLE_VERSIONS};
 
 // Errors: of exporting, of a bundle that does not verify, and of one of its records.
 pub use crate::error::{BundleError, ExportError, RecordFault};

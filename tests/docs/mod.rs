@@ -16,6 +16,7 @@ use std::process::Command;
 use crate::common::Server;
 
 /// A fenced code block: its info string (`sh`, `text`, …) and its text.
+#[derive(Clone)]
 struct Block {
     lang: String,
     text: String,
@@ -53,9 +54,11 @@ fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
         + heading.len()
         + 2;
     let mut at = start;
+    let mut fenced = false; // a `# comment` in a shell block is not a heading
     for line in doc[start..].lines() {
+        fenced ^= line.starts_with("```");
         let hashes = line.chars().take_while(|c| *c == '#').count();
-        if hashes > 0 && hashes <= level && line.chars().nth(hashes) == Some(' ') {
+        if !fenced && hashes > 0 && hashes <= level && line.chars().nth(hashes) == Some(' ') {
             break;
         }
         at += line.len() + 1;
@@ -72,6 +75,12 @@ fn read_doc(name: &str) -> String {
 
 /// Marks the end of a block's output.
 const DONE: &str = "--- block done";
+
+/// The shell variables the pages' examples define for later ones (`PL`, `AUTH`, `POLICY` and
+/// `DECISION` by the walkthrough, `VKEY` by export-format.md), and the file that carries them
+/// from one [`run`] to the next.
+const CARRIED_VARIABLES: [&str; 5] = ["PL", "AUTH", "POLICY", "DECISION", "VKEY"];
+const CARRIED: &str = "documented-variables.sh";
 
 /// Where the examples run: the directory that holds the server's `data` (they read
 /// `data/admin.token` and write their files beside it).
@@ -91,6 +100,12 @@ fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
     let url = server.client().url("");
     let mut script =
         String::from("set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; }\n");
+    // A page that stops and restarts the server runs in several `bash`es: each takes over
+    // the documented variables the one before set, with the address of the server now.
+    script.push_str(&format!(
+        "if [ -f {CARRIED} ]; then source {CARRIED}; PL={}; fi\n",
+        url.trim_end_matches('/')
+    ));
     // `provledger` as the documentation runs it: the binary under test.
     let bin_dir = Path::new(crate::common::bin())
         .parent()
@@ -103,6 +118,10 @@ fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
         script.push_str(&block.replace("http://127.0.0.1:8080", url.trim_end_matches('/')));
         script.push_str(&format!("echo '{DONE}'\n"));
     }
+    script.push_str(&format!(
+        "declare -p {} > {CARRIED} 2>/dev/null || true\n",
+        CARRIED_VARIABLES.join(" ")
+    ));
     let out = Command::new("bash")
         .arg("-c")
         .arg(&script)
@@ -131,6 +150,25 @@ fn run(server: &Server, scripts: &[&str]) -> Vec<String> {
     outputs
 }
 
+/// Saves every Python script of `doc` that names itself (`usage: python3 NAME.py`) under that
+/// name in `dir`; returns how many.
+fn save_scripts(doc: &str, dir: &Path) -> usize {
+    let mut saved = 0;
+    for block in blocks(doc).into_iter().filter(|b| b.lang == "python") {
+        let Some(name) = block
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("usage: python3 "))
+            .and_then(|rest| rest.split_whitespace().next())
+        else {
+            continue;
+        };
+        std::fs::write(dir.join(name), &block.text).expect("write the script");
+        saved += 1;
+    }
+    saved
+}
+
 /// The shell blocks of running.md's walkthrough, which the other pages' examples continue.
 fn walkthrough() -> Vec<Block> {
     let running = read_doc("running.md");
@@ -153,26 +191,11 @@ fn the_walkthrough_and_the_verification_scripts_work_as_written() {
     // saved under that name, and every shell block that runs one of them is run.
     let verifying = read_doc("verifying.md");
     let dir = work_dir(&server);
-    let mut scripts = 0;
-    let mut checks = Vec::new();
-    for block in blocks(&verifying) {
-        match block.lang.as_str() {
-            "python" => {
-                let Some(name) = block
-                    .text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("usage: python3 "))
-                    .and_then(|rest| rest.split_whitespace().next())
-                else {
-                    continue;
-                };
-                std::fs::write(dir.join(name), &block.text).expect("write the script");
-                scripts += 1;
-            }
-            "sh" if block.text.contains("python3 ") => checks.push(block),
-            _ => {}
-        }
-    }
+    let scripts = save_scripts(&verifying, &dir);
+    let checks: Vec<Block> = blocks(&verifying)
+        .into_iter()
+        .filter(|b| b.lang == "sh" && b.text.contains("python3 "))
+        .collect();
     assert!(scripts >= 5, "verifying.md's scripts were not found");
     assert!(checks.len() >= 5, "verifying.md's checks were not found");
 
@@ -435,4 +458,85 @@ fn masking_keeps_what_an_example_shows_and_hides_what_varies() {
     );
     assert_ne!(masked(shown), masked(&got.replace("size 4", "size 5")));
     assert_eq!(masked("[2,\"decision\"]"), "[2,\"decision\"]");
+}
+
+/// The shell blocks of `doc` in `heading`'s section, each with the `text` block the page shows
+/// right after it (what it prints), if any.
+fn shown_outputs(doc: &str, heading: &str) -> Vec<(Block, Option<String>)> {
+    let all = blocks(section(doc, heading));
+    let mut out = Vec::new();
+    for (i, block) in all.iter().enumerate() {
+        if block.lang != "sh" {
+            continue;
+        }
+        let shown = all.get(i + 1).filter(|next| next.lang == "text");
+        out.push((block.clone(), shown.map(|b| b.text.clone())));
+    }
+    out
+}
+
+/// Runs `steps` in one `bash` and compares each output with what the page shows after it, up
+/// to what varies between runs ([`masked`]).
+fn run_as_shown(server: &Server, steps: &[(Block, Option<String>)]) {
+    let scripts: Vec<&str> = steps.iter().map(|(b, _)| b.text.as_str()).collect();
+    let outputs = run(server, &scripts);
+    for ((block, shown), output) in steps.iter().zip(&outputs) {
+        if let Some(shown) = shown {
+            assert_eq!(
+                masked(output),
+                masked(shown),
+                "the output of\n{}",
+                block.text
+            );
+        }
+    }
+}
+
+/// export-format.md's examples, a regulator's path after the walkthrough: with the server
+/// stopped, the four kinds of export and their check; with it running again and the log
+/// grown, the check against a later checkpoint; stopped again, the Python reference verifier
+/// and the standard formats. Every output the page shows must be what the commands print.
+#[test]
+fn the_export_examples_run_as_written_on_the_walkthroughs_log() {
+    let mut server = Server::start(&[]);
+    let doc = read_doc("export-format.md");
+    let making = shown_outputs(&doc, "## Making and checking bundles");
+    let python = shown_outputs(&doc, "## Reference verifier in Python");
+    let standard = shown_outputs(&doc, "## Standard formats");
+    assert_eq!(
+        (making.len(), python.len(), standard.len()),
+        (3, 1, 1),
+        "export-format.md's examples were not found"
+    );
+    assert!(
+        making.iter().all(|(_, shown)| shown.is_some()) && python[0].1.is_some(),
+        "export-format.md shows what its examples print"
+    );
+    let walkthrough: Vec<String> = walkthrough().into_iter().map(|b| b.text).collect();
+    let walkthrough: Vec<&str> = walkthrough.iter().map(String::as_str).collect();
+    run(&server, &walkthrough);
+
+    server.stop();
+    run_as_shown(&server, &making[..2]);
+
+    server.restart();
+    server.append(&serde_json::json!({
+        "kind": "input", "actor": {"type": "service", "id": "helpdesk"}, "attributes": {"n": 2}
+    }));
+    run_as_shown(&server, &making[2..]);
+
+    server.stop();
+    assert_eq!(
+        save_scripts(&doc, &work_dir(&server)),
+        1,
+        "verify_bundle.py"
+    );
+    run_as_shown(&server, &[python, standard].concat());
+    let dsse = work_dir(&server).join("lineage.dsse.json");
+    let envelope: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&dsse).expect("the DSSE export")).expect("JSON");
+    assert_eq!(
+        envelope["payloadType"], "application/vnd.in-toto+json",
+        "{envelope}"
+    );
 }
