@@ -411,13 +411,13 @@ fn verify(data_dir: &Path, key: Option<&str>, key_file: Option<PathBuf>) -> Resu
     bar.finish_and_clear();
     let report = report.context("verification failed")?;
     println!(
-        "ok: {} entries, root {}, {} payload commitments, {} tiles, {} archived checkpoints checked against the signed checkpoint; {} erased payloads, each cited by an erasure record",
-        report.tree_size,
+        "ok: {}, root {}, {}, {}, {} checked against the signed checkpoint; {}, each cited by an erasure record",
+        counted(report.tree_size, "entry"),
         report.root.to_base64(),
-        report.payloads,
-        report.tiles,
-        report.checkpoints,
-        report.erased
+        counted(report.payloads, "payload commitment"),
+        counted(report.tiles, "tile"),
+        counted(report.checkpoints, "archived checkpoint"),
+        counted(report.erased, "erased payload")
     );
     Ok(())
 }
@@ -433,10 +433,10 @@ fn compact(data_dir: &Path) -> Result<()> {
         );
     }
     println!(
-        "ok: compacted in {:.1}s: {} partitions flushed, {} old journals deleted, payload segments {} -> {}",
+        "ok: compacted in {:.1}s: {} flushed, {} deleted, payload segments {} -> {}",
         started.elapsed().as_secs_f64(),
-        report.flushed,
-        report.journals_removed,
+        counted(report.flushed as u64, "partition"),
+        counted(report.journals_removed as u64, "old journal"),
         report.payload_segments.0,
         report.payload_segments.1
     );

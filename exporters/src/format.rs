@@ -128,10 +128,13 @@ impl fmt::Display for ScopeDoc {
     }
 }
 
-/// `n` and `noun`, plural unless `n` is 1: "1 record", "3 records".
+/// `n` and `noun`, plural unless `n` is 1: "1 record", "3 records", "2 entries".
 pub fn counted(n: u64, noun: &str) -> String {
-    let s = if n == 1 { "" } else { "s" };
-    format!("{n} {noun}{s}")
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("{n} {noun}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {noun}s"),
+    }
 }
 
 /// A record's entry in `records`, as the exporter writes it.
@@ -278,6 +281,15 @@ impl Serialize for Base64<'_> {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_singular_only_for_one() {
+        assert_eq!(counted(1, "record"), "1 record");
+        assert_eq!(counted(0, "record"), "0 records");
+        assert_eq!(counted(3, "record"), "3 records");
+        assert_eq!(counted(1, "entry"), "1 entry");
+        assert_eq!(counted(2, "entry"), "2 entries");
+    }
 
     #[test]
     fn scope_json_is_tagged_and_strict() {

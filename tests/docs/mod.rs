@@ -334,7 +334,8 @@ fn the_token_requests_of_access_md_work_as_written() {
 }
 
 /// What differs between two runs of the same example: ids, hashes, keys and signatures (runs of
-/// 40 or more base64 or hex characters, `/` and `+` included) and the log's origin.
+/// 40 or more base64 or hex characters, `/` and `+` included), key hashes (8 lowercase hex
+/// digits) and the log's origin.
 fn masked(text: &str) -> String {
     let text = text.replace(crate::common::ORIGIN, "vm/provledger");
     let mut out = String::new();
@@ -345,7 +346,12 @@ fn masked(text: &str) -> String {
             run.push(c);
             continue;
         }
-        out.push_str(if run.len() >= 40 { "…" } else { &run });
+        let key_hash = run.len() == 8 && run.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'));
+        out.push_str(if run.len() >= 40 || key_hash {
+            "…"
+        } else {
+            &run
+        });
         run.clear();
         out.push(c);
     }
@@ -458,6 +464,14 @@ fn masking_keeps_what_an_example_shows_and_hides_what_varies() {
     );
     assert_ne!(masked(shown), masked(&got.replace("size 4", "size 5")));
     assert_eq!(masked("[2,\"decision\"]"), "[2,\"decision\"]");
+    assert_eq!(
+        masked("6aa7b10d  previous  sizes 3..4"),
+        masked("17193022  previous  sizes 3..4")
+    );
+    assert_ne!(
+        masked("6aa7b10d  previous  sizes 3..4"),
+        masked("17193022  current   sizes 3..4")
+    );
 }
 
 /// The shell blocks of `doc` in `heading`'s section, each with the `text` block the page shows
@@ -476,8 +490,8 @@ fn shown_outputs(doc: &str, heading: &str) -> Vec<(Block, Option<String>)> {
 }
 
 /// Runs `steps` in one `bash` and compares each output with what the page shows after it, up
-/// to what varies between runs ([`masked`]).
-fn run_as_shown(server: &Server, steps: &[(Block, Option<String>)]) {
+/// to what varies between runs ([`masked`]). Returns the outputs.
+fn run_as_shown(server: &Server, steps: &[(Block, Option<String>)]) -> Vec<String> {
     let scripts: Vec<&str> = steps.iter().map(|(b, _)| b.text.as_str()).collect();
     let outputs = run(server, &scripts);
     for ((block, shown), output) in steps.iter().zip(&outputs) {
@@ -490,6 +504,7 @@ fn run_as_shown(server: &Server, steps: &[(Block, Option<String>)]) {
             );
         }
     }
+    outputs
 }
 
 /// export-format.md's examples, a regulator's path after the walkthrough: with the server
@@ -539,4 +554,58 @@ fn the_export_examples_run_as_written_on_the_walkthroughs_log() {
         envelope["payloadType"], "application/vnd.in-toto+json",
         "{envelope}"
     );
+}
+
+/// operating.md's examples after the walkthrough: compaction of a stopped server's directory,
+/// key rotation on the running server and then offline, the key list, and `verify` against the
+/// log's first key; each output the page shows (but compaction's, which holds timings) must be
+/// what the commands print. Restarted, the server signs with the last key.
+#[test]
+fn the_operating_examples_run_as_written_on_the_walkthroughs_log() {
+    let mut server = Server::start(&[]);
+    let doc = read_doc("operating.md");
+    let compaction = shown_outputs(&doc, "## Erasure, compaction and retention");
+    let compaction: Vec<_> = compaction
+        .into_iter()
+        .filter(|(b, _)| b.text.contains("provledger compact"))
+        .map(|(b, _)| (b, None))
+        .collect();
+    let rotation = shown_outputs(&doc, "## Key rotation");
+    assert_eq!(
+        (compaction.len(), rotation.len()),
+        (1, 3),
+        "operating.md's examples were not found"
+    );
+    assert!(
+        rotation.iter().all(|(_, shown)| shown.is_some()),
+        "operating.md shows what its key rotation examples print"
+    );
+    let walkthrough: Vec<String> = walkthrough().into_iter().map(|b| b.text).collect();
+    let walkthrough: Vec<&str> = walkthrough.iter().map(String::as_str).collect();
+    run(&server, &walkthrough);
+
+    server.stop();
+    run_as_shown(&server, &compaction);
+    server.restart();
+    run_as_shown(&server, &rotation[..1]);
+    server.stop();
+    let offline = run_as_shown(&server, &rotation[1..]);
+
+    // `key rotate` printed the new key, `key list` named it current and the first key last,
+    // and the restarted server publishes the three, the new one first.
+    let lines: Vec<&str> = offline[0].lines().collect();
+    server.restart();
+    let published = server.client().get("/v1/key").text();
+    let published: Vec<&str> = published.lines().collect();
+    assert_eq!(published.len(), 3, "{published:?}");
+    assert_eq!(
+        published[0], lines[0],
+        "the server signs with the rotated key"
+    );
+    assert!(
+        lines[1].ends_with(published[0]) && lines[1].contains(" current "),
+        "{lines:?}"
+    );
+    assert!(lines[3].ends_with(published[2]), "{lines:?}");
+    assert_eq!(server.tree_size(), 5, "two rotation records after three");
 }

@@ -184,7 +184,7 @@ fn erased_over_http_the_payload_is_gone_from_every_file_and_every_proof_still_ve
     assert!(!files_holding(&data_dir, &kept).is_empty());
     let verified = assert_verifies(&data_dir);
     assert!(
-        verified.contains("; 1 erased payloads, each cited by an erasure record"),
+        verified.contains("; 1 erased payload, each cited by an erasure record"),
         "{verified}"
     );
 
@@ -262,7 +262,7 @@ fn retention_erases_expired_classes_and_background_compaction_removes_the_bytes(
     let size = client.tree_size();
     assert_eq!(size, 3);
     server.stop();
-    assert!(assert_verifies(&data_dir).contains("; 1 erased payloads"));
+    assert!(assert_verifies(&data_dir).contains("; 1 erased payload,"));
 }
 
 #[test]
