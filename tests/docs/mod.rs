@@ -77,9 +77,10 @@ fn read_doc(name: &str) -> String {
 const DONE: &str = "--- block done";
 
 /// The shell variables the pages' examples define for later ones (`PL`, `AUTH`, `POLICY` and
-/// `DECISION` by the walkthrough, `VKEY` by export-format.md), and the file that carries them
+/// `DECISION` by the walkthrough, `VKEY` by export-format.md, `AUDITOR` by access.md), and the
+/// file that carries them
 /// from one [`run`] to the next.
-const CARRIED_VARIABLES: [&str; 5] = ["PL", "AUTH", "POLICY", "DECISION", "VKEY"];
+const CARRIED_VARIABLES: [&str; 6] = ["PL", "AUTH", "POLICY", "DECISION", "VKEY", "AUDITOR"];
 const CARRIED: &str = "documented-variables.sh";
 
 /// Where the examples run: the directory that holds the server's `data` (they read
@@ -297,15 +298,25 @@ fn the_openlineage_example_answers_as_documented() {
 }
 
 /// The token requests of access.md (listing, then making a writer token) answer what the page
-/// describes. Its `provledger token` block is for a stopped server and is not run here.
+/// describes; its offline `provledger token` block, run on the stopped server's directory,
+/// makes an auditor token and revokes it, which the restarted server then refuses.
 #[test]
 fn the_token_requests_of_access_md_work_as_written() {
-    let server = Server::start(&[]);
+    let mut server = Server::start(&[]);
     let doc = read_doc("access.md");
     let requests: Vec<Block> = blocks(&doc)
         .into_iter()
         .filter(|b| b.lang == "sh" && b.text.contains("curl "))
         .collect();
+    let offline: Vec<Block> = blocks(&doc)
+        .into_iter()
+        .filter(|b| b.lang == "sh" && b.text.contains("provledger token "))
+        .collect();
+    assert_eq!(
+        offline.len(),
+        1,
+        "access.md's offline token block was not found"
+    );
     assert_eq!(
         requests.len(),
         2,
@@ -330,6 +341,25 @@ fn the_token_requests_of_access_md_work_as_written() {
     assert!(
         made["token"].as_str().is_some_and(|t| !t.is_empty()),
         "{made}"
+    );
+
+    server.stop();
+    let listed = run(&server, &[&offline[0].text]);
+    assert!(listed[0].contains("auditor  tenant=acme"), "{}", listed[0]);
+    server.restart();
+    let auditor = std::fs::read_to_string(work_dir(&server).join(CARRIED)).expect("carried");
+    let auditor = auditor
+        .lines()
+        .find_map(|l| l.strip_prefix("declare -- AUDITOR=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the block sets AUDITOR");
+    assert!(auditor.starts_with("plt_"), "{auditor}");
+    let refused = server.client().with_token(auditor).get("/v1/tokens");
+    assert_eq!(refused.status, 401, "a revoked token: {}", refused.text());
+    let tokens = server.client().get("/v1/tokens").ok_json();
+    assert!(
+        !tokens.to_string().contains("q3 audit"),
+        "revoked, yet listed: {tokens}"
     );
 }
 
