@@ -78,8 +78,7 @@ const DONE: &str = "--- block done";
 
 /// The shell variables the pages' examples define for later ones (`PL`, `AUTH`, `POLICY` and
 /// `DECISION` by the walkthrough, `VKEY` by export-format.md, `AUDITOR` by access.md), and the
-/// file that carries them
-/// from one [`run`] to the next.
+/// file that carries them from one [`run`] to the next.
 const CARRIED_VARIABLES: [&str; 6] = ["PL", "AUTH", "POLICY", "DECISION", "VKEY", "AUDITOR"];
 const CARRIED: &str = "documented-variables.sh";
 
