@@ -1,6 +1,7 @@
 //! Appends batches of 1,000 records in process and prints where the time goes, using the
 //! ledger's own Prometheus histograms. `cargo run --release -p provledger-ledger --example
-//! append_profile -- [batches] [callers]`; `MAX_BATCH=N` overrides the group-commit cap.
+//! append_profile -- [batches] [callers]`; `MAX_BATCH=N` overrides the group-commit cap,
+//! `APPEND_DIR=DIR` writes the log to a new directory DIR and keeps it.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // example
 
 use std::time::Instant;
@@ -47,10 +48,13 @@ fn main() {
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    let dir = tempfile::tempdir().unwrap();
+    // `APPEND_DIR=DIR` keeps the log (a fresh DIR) for `proof_latency` to read afterwards.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("APPEND_DIR").map_or_else(|| tmp.path().to_path_buf(), Into::into);
     let registry = prometheus::Registry::new();
-    let key = SigningKey::generate("bench.example/log").unwrap();
-    let mut config = LedgerConfig::new(dir.path());
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = SigningKey::create_new(&dir.join("signing.key"), "bench.example/log").unwrap();
+    let mut config = LedgerConfig::new(&dir);
     if let Some(m) = std::env::var("MAX_BATCH").ok().and_then(|s| s.parse().ok()) {
         config.max_batch_records = m;
     }
