@@ -17,13 +17,13 @@ use crate::common::Server;
 
 /// A fenced code block: its info string (`sh`, `text`, …) and its text.
 #[derive(Clone)]
-struct Block {
-    lang: String,
-    text: String,
+pub(crate) struct Block {
+    pub(crate) lang: String,
+    pub(crate) text: String,
 }
 
 /// The fenced code blocks of `doc`, in order.
-fn blocks(doc: &str) -> Vec<Block> {
+pub(crate) fn blocks(doc: &str) -> Vec<Block> {
     let mut out = Vec::new();
     let mut current: Option<Block> = None;
     for line in doc.lines() {
@@ -66,7 +66,7 @@ fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
     &doc[start..at.min(doc.len())]
 }
 
-fn read_doc(name: &str) -> String {
+pub(crate) fn read_doc(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("docs")
         .join(name);

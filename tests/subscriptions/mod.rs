@@ -83,13 +83,37 @@ impl GqlSocket {
             .expect("send a WebSocket message");
     }
 
-    /// The next protocol message (answering protocol pings on the way).
+    /// The next protocol message (answering protocol pings on the way), within [`READ_LIMIT`]
+    /// however many pings come first.
     fn recv(&mut self) -> Value {
+        self.recv_within(READ_LIMIT)
+            .unwrap_or_else(|| panic!("no message within {READ_LIMIT:?}"))
+    }
+
+    /// The next protocol message if one comes within `limit` (pings answered on the way).
+    fn recv_within(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = std::time::Instant::now() + limit;
         loop {
-            let message = self
-                .ws
-                .read()
-                .unwrap_or_else(|e| panic!("reading from the WebSocket failed: {e}"));
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.ws
+                .get_ref()
+                .set_read_timeout(Some(left))
+                .expect("set a read timeout");
+            let message = match self.ws.read() {
+                Ok(message) => message,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("reading from the WebSocket failed: {e}"),
+            };
             match message {
                 Message::Text(text) => {
                     let v: Value = serde_json::from_str(text.as_str())
@@ -98,7 +122,7 @@ impl GqlSocket {
                         self.send(json!({"type": "pong"}));
                         continue;
                     }
-                    return v;
+                    return Some(v);
                 }
                 Message::Close(frame) => panic!("the server closed the WebSocket: {frame:?}"),
                 // tungstenite answers WebSocket pings itself.
@@ -249,6 +273,100 @@ fn record_appended_sends_exactly_the_matching_records_in_log_order() {
         Some(start),
         "from resumes at the index asked for: {first}"
     );
+}
+
+/// api.md's subscription examples, as written: the websocat session's two messages (with a
+/// real token for `<token>`) and the GraphQL block, on one connection. A decision by
+/// `refund-bot` reaches both subscriptions; an input and another agent's decision reach the
+/// one that filters by kind only, and nothing else arrives.
+#[test]
+fn the_subscriptions_of_api_md_work_as_written() {
+    let doc = crate::docs::read_doc("api.md");
+    let blocks = crate::docs::blocks(&doc);
+    let session = blocks
+        .iter()
+        .find(|b| b.lang == "sh" && b.text.starts_with("websocat "))
+        .expect("api.md's websocat session");
+    let messages: Vec<&str> = session.text.lines().skip(1).collect();
+    assert_eq!(messages.len(), 2, "connection_init and subscribe");
+    let query = blocks
+        .iter()
+        .find(|b| b.lang == "graphql" && b.text.trim_start().starts_with("subscription"))
+        .expect("api.md's subscription");
+
+    let server = Server::start(&[]);
+    let client = server.client();
+    let token = server.admin_token().expect("the admin token");
+    let mut socket = GqlSocket::open(&client);
+    let init: Value =
+        serde_json::from_str(&messages[0].replace("<token>", &token)).expect("JSON message");
+    socket.send(init);
+    assert_eq!(socket.recv()["type"], "connection_ack");
+    let subscribe: Value = serde_json::from_str(messages[1]).expect("JSON message");
+    let websocat_id = subscribe["id"].as_str().expect("an id").to_owned();
+    socket.send(subscribe);
+    socket.subscribe("doc", &query.text, json!({}));
+    // Neither subscription says when it is live (they start at the next append): append
+    // refund-bot decisions of a warm-up entity until both have sent one, then ignore those.
+    let mut live = std::collections::BTreeSet::new();
+    for n in 0.. {
+        assert!(n < 600, "the subscriptions never went live: {live:?}");
+        client.append(&json!({
+            "kind": "decision", "entity": format!("warmup:{n}"),
+            "actor": {"type": "agent", "id": "refund-bot"},
+        }));
+        while let Some(v) = socket.recv_within(Duration::from_millis(100)) {
+            assert_eq!(v["type"], "next", "{v}");
+            live.insert(v["id"].as_str().expect("an id").to_owned());
+        }
+        if live.len() == 2 {
+            break;
+        }
+    }
+
+    let mut escalation = decision("refund-bot", 42);
+    escalation["attributes"] = json!({"requires_approval": true});
+    let appended =
+        client.append_all(&[input("refund-bot", 1), decision("other-bot", 2), escalation]);
+    let mut by_id: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    let mut received = 0;
+    while received < 3 {
+        let v = socket.recv();
+        assert_eq!(v["type"], "next", "{v}");
+        assert!(v["payload"].get("errors").is_none(), "{v}");
+        let item = v["payload"]["data"]["recordAppended"].clone();
+        if item["record"]["entity"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("warmup:"))
+        {
+            continue;
+        }
+        received += 1;
+        let id = v["id"].as_str().expect("an id").to_owned();
+        by_id.entry(id).or_default().push(item);
+    }
+    // And nothing more is on its way: the next append's item comes next, on both.
+    let sentinel = client.append(&decision("refund-bot", 43));
+    for _ in 0..2 {
+        let v = socket.recv();
+        assert_eq!(
+            v["payload"]["data"]["recordAppended"]["record"]["id"], sentinel["id"],
+            "{v}"
+        );
+    }
+    // websocat's subscription: decisions of any agent, in log order.
+    let tail: Vec<&Value> = by_id[&websocat_id]
+        .iter()
+        .map(|i| &i["record"]["id"])
+        .collect();
+    assert_eq!(tail, [&appended[1]["id"], &appended[2]["id"]]);
+    // The GraphQL block's: refund-bot's decisions, with the fields it asks for.
+    let item = &by_id["doc"][..];
+    assert_eq!(item.len(), 1, "{item:?}");
+    assert_eq!(item[0]["record"]["id"], appended[2]["id"]);
+    assert_eq!(item[0]["record"]["attributes"]["requires_approval"], true);
+    assert_eq!(item[0]["checkpoint"]["treeSize"], appended[2]["tree_size"]);
+    assert!(item[0]["proof"]["hashes"].is_array(), "{item:?}");
 }
 
 #[test]
