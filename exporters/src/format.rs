@@ -128,9 +128,13 @@ impl fmt::Display for ScopeDoc {
     }
 }
 
-/// `n` and `noun`, plural unless `n` is 1: "1 record", "3 records", "2 entries".
+/// `n` and `noun`, plural unless `n` is 1: "1 record", "3 records", "2 entries", "2 keys".
 pub fn counted(n: u64, noun: &str) -> String {
-    match (n, noun.strip_suffix('y')) {
+    // A consonant before a final `y` makes `-ies` (entry, entries); a vowel keeps it (key, keys).
+    let consonant_y = noun
+        .strip_suffix('y')
+        .filter(|stem| stem.ends_with(|c: char| c.is_ascii_alphabetic() && !"aeiou".contains(c)));
+    match (n, consonant_y) {
         (1, _) => format!("{n} {noun}"),
         (_, Some(stem)) => format!("{n} {stem}ies"),
         (_, None) => format!("{n} {noun}s"),
@@ -289,6 +293,7 @@ mod tests {
         assert_eq!(counted(3, "record"), "3 records");
         assert_eq!(counted(1, "entry"), "1 entry");
         assert_eq!(counted(2, "entry"), "2 entries");
+        assert_eq!(counted(2, "key"), "2 keys");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The documentation's examples, run as written against the real binary: the walkthrough of
-//! `docs/running.md`, the Python scripts `docs/verifying.md` prints with the shell blocks that
-//! run them, the examples of `docs/api.md` (shell and GraphQL, continuing the walkthrough), the
-//! example of `docs/openlineage.md`, and the token requests of `docs/access.md`.
+//! `docs/running.md`, and the examples that continue it in `docs/verifying.md` (the Python
+//! scripts it prints, with the shell blocks that run them), `docs/api.md` (shell and GraphQL),
+//! `docs/export-format.md` and `docs/operating.md` (stopping and restarting the server where
+//! they say so); the example of `docs/openlineage.md`; `docs/access.md`'s token commands.
+//! api.md's subscriptions are run by `subscriptions`.
 //! An example that stops working (a field the server now refuses, a script that no longer
 //! verifies, an answer that changed) fails here.
 //!
@@ -183,6 +185,22 @@ fn walkthrough() -> Vec<Block> {
     blocks
 }
 
+/// Runs the walkthrough on `server`, for the pages that continue it.
+fn run_walkthrough(server: &Server) {
+    let blocks = walkthrough();
+    let scripts: Vec<&str> = blocks.iter().map(|b| b.text.as_str()).collect();
+    run(server, &scripts);
+}
+
+/// Whether a block holds a placeholder for the reader to fill in (`<token>`, `<output id>`).
+fn has_placeholder(text: &str) -> bool {
+    text.split('<').skip(1).any(|rest| {
+        rest.split_once('>').is_some_and(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == ' ')
+        })
+    })
+}
+
 #[test]
 fn the_walkthrough_and_the_verification_scripts_work_as_written() {
     let server = Server::start(&[]);
@@ -237,6 +255,11 @@ fn the_walkthrough_and_the_verification_scripts_work_as_written() {
             trace["data"]["lineage"]["nodes"][0]["id"].clone(),
         ),
         ("a wrong index", "/nodes/1/index", serde_json::json!(1)),
+        (
+            "an edge from no node",
+            "/edges/0/from",
+            serde_json::json!("ab".repeat(32)),
+        ),
     ] {
         let mut bad = trace.clone();
         *bad.pointer_mut(&format!("{lineage}{pointer}"))
@@ -267,31 +290,20 @@ fn the_walkthrough_and_the_verification_scripts_work_as_written() {
 fn the_openlineage_example_answers_as_documented() {
     let server = Server::start(&[]);
     let doc = read_doc("openlineage.md");
-    let example = blocks(section(&doc, "## Example"));
-    let mut scripts = Vec::new();
-    let mut expected = Vec::new();
-    for (i, block) in example.iter().enumerate() {
-        // Blocks with a placeholder (`<output id>`) are for the reader to fill in.
-        let placeholder = block.text.contains("<output id>");
-        if block.lang != "sh" || placeholder {
-            continue;
-        }
-        scripts.push(block.text.as_str());
-        expected.push(
-            example
-                .get(i + 1)
-                .filter(|next| next.lang == "text")
-                .map(|next| next.text.clone()),
-        );
-    }
+    // Blocks with a placeholder (`<output id>`) are for the reader to fill in.
+    let steps: Vec<_> = shown_outputs(&doc, "## Example")
+        .into_iter()
+        .filter(|(b, _)| !has_placeholder(&b.text))
+        .collect();
     assert!(
-        scripts.len() >= 2,
+        steps.len() >= 2,
         "the OpenLineage example's blocks were not found"
     );
+    let scripts: Vec<&str> = steps.iter().map(|(b, _)| b.text.as_str()).collect();
     let outputs = run(&server, &scripts);
-    for ((script, output), expected) in scripts.iter().zip(&outputs).zip(&expected) {
-        if let Some(expected) = expected {
-            assert_eq!(output, expected, "the output of\n{script}");
+    for ((block, shown), output) in steps.iter().zip(&outputs) {
+        if let Some(shown) = shown {
+            assert_eq!(output, shown, "the output of\n{}", block.text);
         }
     }
 }
@@ -343,16 +355,14 @@ fn the_token_requests_of_access_md_work_as_written() {
     );
 
     server.stop();
-    let listed = run(&server, &[&offline[0].text]);
+    let listed = run(&server, &[&offline[0].text, "echo \"$AUDITOR\"\n"]);
     assert!(listed[0].contains("auditor  tenant=acme"), "{}", listed[0]);
     server.restart();
-    let auditor = std::fs::read_to_string(work_dir(&server).join(CARRIED)).expect("carried");
-    let auditor = auditor
-        .lines()
-        .find_map(|l| l.strip_prefix("declare -- AUDITOR=\""))
-        .and_then(|l| l.strip_suffix('"'))
-        .expect("the block sets AUDITOR");
-    assert!(auditor.starts_with("plt_"), "{auditor}");
+    let auditor = listed[1].trim();
+    assert!(
+        auditor.starts_with("plt_"),
+        "the block sets AUDITOR: {auditor}"
+    );
     let refused = server.client().with_token(auditor).get("/v1/tokens");
     assert_eq!(refused.status, 401, "a revoked token: {}", refused.text());
     let tokens = server.client().get("/v1/tokens").ok_json();
@@ -440,7 +450,7 @@ fn the_api_examples_continue_the_walkthrough_as_written() {
     let mut shell = 0;
     for (i, block) in example.iter().enumerate() {
         match block.lang.as_str() {
-            "sh" if !block.text.contains('<') => {
+            "sh" if !has_placeholder(&block.text) => {
                 shell += 1;
                 if let Some(next) = example.get(i + 1).filter(|next| next.lang == "text") {
                     expected.push((scripts.len(), next.text.clone()));
@@ -493,6 +503,11 @@ fn masking_keeps_what_an_example_shows_and_hides_what_varies() {
     );
     assert_ne!(masked(shown), masked(&got.replace("size 4", "size 5")));
     assert_eq!(masked("[2,\"decision\"]"), "[2,\"decision\"]");
+    assert!(has_placeholder("Bearer <token>") && has_placeholder("ids: <output id>"));
+    assert!(
+        !has_placeholder("jq -r < batch.json")
+            && !has_placeholder("[ $x -lt 2 ] || y=$((a < 2 && b > 1))")
+    );
     assert_eq!(
         masked("6aa7b10d  previous  sizes 3..4"),
         masked("17193022  previous  sizes 3..4")
@@ -556,9 +571,7 @@ fn the_export_examples_run_as_written_on_the_walkthroughs_log() {
         making.iter().all(|(_, shown)| shown.is_some()) && python[0].1.is_some(),
         "export-format.md shows what its examples print"
     );
-    let walkthrough: Vec<String> = walkthrough().into_iter().map(|b| b.text).collect();
-    let walkthrough: Vec<&str> = walkthrough.iter().map(String::as_str).collect();
-    run(&server, &walkthrough);
+    run_walkthrough(&server);
 
     server.stop();
     run_as_shown(&server, &making[..2]);
@@ -609,9 +622,7 @@ fn the_operating_examples_run_as_written_on_the_walkthroughs_log() {
         rotation.iter().all(|(_, shown)| shown.is_some()),
         "operating.md shows what its key rotation examples print"
     );
-    let walkthrough: Vec<String> = walkthrough().into_iter().map(|b| b.text).collect();
-    let walkthrough: Vec<&str> = walkthrough.iter().map(String::as_str).collect();
-    run(&server, &walkthrough);
+    run_walkthrough(&server);
 
     server.stop();
     run_as_shown(&server, &compaction);
@@ -623,6 +634,7 @@ fn the_operating_examples_run_as_written_on_the_walkthroughs_log() {
     // `key rotate` printed the new key, `key list` named it current and the first key last,
     // and the restarted server publishes the three, the new one first.
     let lines: Vec<&str> = offline[0].lines().collect();
+    assert_eq!(lines.len(), 4, "the new key and three listed: {lines:?}");
     server.restart();
     let published = server.client().get("/v1/key").text();
     let published: Vec<&str> = published.lines().collect();

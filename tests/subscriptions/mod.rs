@@ -277,8 +277,8 @@ fn record_appended_sends_exactly_the_matching_records_in_log_order() {
 
 /// api.md's subscription examples, as written: the websocat session's two messages (with a
 /// real token for `<token>`) and the GraphQL block, on one connection. A decision by
-/// `refund-bot` reaches both subscriptions; an input and another agent's decision reach the
-/// one that filters by kind only, and nothing else arrives.
+/// `refund-bot` reaches both subscriptions, another agent's decision only the one that filters
+/// by kind, an input neither, and nothing else arrives.
 #[test]
 fn the_subscriptions_of_api_md_work_as_written() {
     let doc = crate::docs::read_doc("api.md");
