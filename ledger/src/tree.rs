@@ -158,7 +158,10 @@ pub(crate) fn inclusion_path<R: NodeReader>(
             tree_size: size,
         });
     }
-    let mut out = Vec::with_capacity(64);
+    // At most ⌈log2 size⌉ hashes. Every receipt carries one of these: an exact bound keeps the
+    // allocation in mimalloc's small-object path (64 hashes, 2 KiB, left it: 40 % of a path's
+    // CPU under `append_profile`, session 21).
+    let mut out = Vec::with_capacity((u64::BITS - (size - 1).leading_zeros()) as usize);
     path(r, index, 0, size, &mut out)?;
     Ok(out)
 }
