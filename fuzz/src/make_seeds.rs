@@ -1,0 +1,106 @@
+//! Writes a seed corpus for every target into `corpus/<target>/`: a small real log (a policy,
+//! inputs, a decision citing them by name and by id, a human approval), its leaves
+//! and checkpoints, bundles of three scopes, a DSSE envelope, the records as sent, tile paths.
+//! `cargo run --manifest-path fuzz/Cargo.toml --bin make_seeds` (docs/fuzzing.md).
+
+use std::path::Path;
+
+use provledger_exporters::{export, export_dsse, RangeScope, Scope};
+use provledger_ledger::{Ledger, LedgerConfig, PreparedRecord, RecordInput};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let dir = tempfile::tempdir()?;
+    let ledger = Ledger::open(
+        &LedgerConfig::new(dir.path()),
+        provledger_fuzz::seed_key(),
+        &prometheus::Registry::new(),
+    )?;
+    let key = provledger_fuzz::seed_key();
+    let mut records = vec![
+        serde_json::json!({"kind": "policy", "entity": "policy:refunds",
+            "actor": {"type": "human", "id": "ana"}, "payload": {"max": 100}}),
+        serde_json::json!({"kind": "input", "entity": "ticket:7",
+            "actor": {"type": "system", "id": "crm"}, "classification": "personal",
+            "attributes": {"subject": "customer-42"},
+            "payload": {"email": "jo@example.com", "text": "refund please"}}),
+        serde_json::json!({"kind": "model", "entity": "model:triage",
+            "actor": {"type": "system", "id": "registry"}, "attributes": {"version": "3.1"}}),
+    ];
+    let mut ids = Vec::new();
+    let mut leaves = Vec::new();
+    let mut notes = Vec::new();
+    for r in &records {
+        let input: RecordInput = serde_json::from_value(r.clone())?;
+        let receipt = ledger.append_blocking(vec![PreparedRecord::prepare(input, "record")?])?;
+        for receipt in receipt {
+            ids.push(receipt.id);
+            leaves.push(receipt.leaf);
+            notes.push(receipt.checkpoint);
+        }
+    }
+    let decision = serde_json::json!({"kind": "decision", "entity": "decision:7",
+        "actor": {"type": "agent", "id": "refund-bot"},
+        "refs": [{"role": "input", "ref": "ticket:7"}, {"role": "policy", "ref": "policy:refunds"},
+                 {"role": "model", "ref": ids[2].to_string()}],
+        "attributes": {"decision": "approve", "confidence": 0.93},
+        "payload": {"amount": 40}, "idempotency_key": "decide-7"});
+    let approval = serde_json::json!({"kind": "approval", "actor": {"type": "human", "id": "lee"},
+        "refs": [{"role": "approval", "ref": "decision:7"}], "attributes": {"verdict": "approved"}});
+    for r in [decision, approval] {
+        let input: RecordInput = serde_json::from_value(r.clone())?;
+        for receipt in ledger.append_blocking(vec![PreparedRecord::prepare(input, "record")?])? {
+            ids.push(receipt.id);
+            leaves.push(receipt.leaf);
+            notes.push(receipt.checkpoint);
+        }
+        records.push(r);
+    }
+    write_all(&out.join("leaf"), leaves)?;
+    write_all(&out.join("note"), notes.into_iter().map(String::into_bytes))?;
+    write_all(
+        &out.join("record"),
+        records.iter().map(|r| r.to_string().into_bytes()),
+    )?;
+    write_all(
+        &out.join("tile_path"),
+        [
+            "0/000",
+            "1/x001/x234/067.p/8",
+            "entries/000.p/5",
+            "0/x001/000",
+        ]
+        .map(|p| p.as_bytes().to_vec()),
+    )?;
+    let scopes = [
+        Scope::entity(None, "policy:refunds"),
+        Scope::Range(RangeScope::default()),
+        Scope::Records {
+            tenant: None,
+            ids: vec![ids[4]],
+            depth: 3,
+        },
+    ];
+    let mut bundles = Vec::new();
+    let mut envelopes = Vec::new();
+    for scope in &scopes {
+        let mut bundle = Vec::new();
+        export(&ledger, &key, scope, &mut bundle, &mut |_, _| {})?;
+        bundles.push(bundle);
+        let mut envelope = Vec::new();
+        export_dsse(&ledger, &key, scope, &mut envelope, &mut |_, _| {})?;
+        envelopes.push(envelope);
+    }
+    write_all(&out.join("bundle"), bundles)?;
+    write_all(&out.join("dsse"), envelopes)?;
+    println!("seeds written under {}", out.display());
+    Ok(())
+}
+
+fn write_all(dir: &Path, seeds: impl IntoIterator<Item = Vec<u8>>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (n, seed) in seeds.into_iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{n}")), seed)?;
+    }
+    Ok(())
+}
