@@ -1,12 +1,16 @@
 //! Writes a seed corpus for every target into `corpus/<target>/`: a small real log (a policy,
-//! inputs, a decision citing them by name and by id, a human approval), its leaves
-//! and checkpoints, bundles of three scopes, a DSSE envelope, the records as sent, tile paths.
-//! `cargo run --manifest-path fuzz/Cargo.toml --bin make_seeds` (docs/fuzzing.md).
+//! inputs, a decision citing them by name and by id, a human approval, the erasure of the
+//! input's payload at its subject's request), its leaves and checkpoints, bundles of three
+//! scopes and their DSSE envelopes, the records as sent, tile paths.
+//! `cargo run --release --manifest-path fuzz/Cargo.toml --bin make_seeds` (docs/fuzzing.md).
 
 use std::path::Path;
 
 use provledger_exporters::{export, export_dsse, RangeScope, Scope};
-use provledger_ledger::{Ledger, LedgerConfig, PreparedRecord, RecordInput};
+use provledger_ledger::{
+    Actor, ErasurePolicy, ErasureRequest, ErasureTarget, Ledger, LedgerConfig, PreparedRecord,
+    RecordInput,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
@@ -55,6 +59,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             notes.push(receipt.checkpoint);
         }
         records.push(r);
+    }
+    // The data subject asks for erasure: the input's payload goes, its leaf stays, and the
+    // erasure record cites it.
+    let erasure = ErasureRequest {
+        target: ErasureTarget::Subject("customer-42".into()),
+        tenant: None,
+        reason: "data subject request".into(),
+        policy: ErasurePolicy::Requested,
+        actor: Actor {
+            kind: "human".into(),
+            id: "dpo".into(),
+        },
+    };
+    for receipt in ledger.erase_blocking(erasure)? {
+        leaves.push(receipt.leaf);
+        notes.push(receipt.checkpoint);
     }
     write_all(&out.join("leaf"), leaves)?;
     write_all(&out.join("note"), notes.into_iter().map(String::into_bytes))?;
