@@ -1,7 +1,7 @@
 //! Writes a seed corpus for every target into `corpus/<target>/`: a small real log (a policy,
 //! inputs, a decision citing them by name and by id, a human approval, the erasure of the
 //! input's payload at its subject's request), its leaves and checkpoints, bundles of three
-//! scopes and their DSSE envelopes, the records as sent, tile paths.
+//! scopes and their DSSE envelopes, the records as sent, tile paths, texts holding PII.
 //! `cargo run --release --manifest-path fuzz/Cargo.toml --bin make_seeds` (docs/fuzzing.md).
 
 use std::path::Path;
@@ -81,6 +81,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_all(
         &out.join("record"),
         records.iter().map(|r| r.to_string().into_bytes()),
+    )?;
+    write_all(
+        &out.join("pii"),
+        [
+            "write to jo.doe+refunds@example.co.uk or call +44 20 7946 0958",
+            "card 4111 1111 1111 1111, IBAN GB82 WEST 1234 5698 7654 32",
+            "from 192.168.10.7 and 2001:db8::1, SSN 078-05-1120",
+            "key AKIAIOSFODNN7EXAMPLE secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----",
+            "order 7 of 2026-11-28: 3 items, sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        ]
+        .map(|t| t.as_bytes().to_vec()),
     )?;
     write_all(
         &out.join("tile_path"),
