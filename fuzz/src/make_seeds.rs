@@ -1,7 +1,8 @@
 //! Writes a seed corpus for every target into `corpus/<target>/`: a small real log (a policy,
 //! inputs, a decision citing them by name and by id, a human approval, the erasure of the
 //! input's payload at its subject's request), its leaves and checkpoints, bundles of three
-//! scopes and their DSSE envelopes, the records as sent, tile paths, texts holding PII.
+//! scopes and their DSSE envelopes, the records as sent, tile paths, texts holding PII, and
+//! api.md's redaction policy file.
 //! `cargo run --release --manifest-path fuzz/Cargo.toml --bin make_seeds` (docs/fuzzing.md).
 
 use std::path::Path;
@@ -82,6 +83,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &out.join("record"),
         records.iter().map(|r| r.to_string().into_bytes()),
     )?;
+    // The policy file of docs/api.md, as written there.
+    let api = include_str!("../../docs/api.md");
+    let policy = api
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .ok_or("docs/api.md has no toml block")?;
+    write_all(&out.join("policy"), [policy.as_bytes().to_vec()])?;
     write_all(
         &out.join("pii"),
         [
