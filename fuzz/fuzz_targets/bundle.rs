@@ -6,5 +6,5 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
     let key = provledger_fuzz::seed_verifier();
-    let _ = provledger_exporters::verify_bundle(bytes, std::slice::from_ref(&key), None);
+    let _ = provledger_exporters::verify_bundle(bytes, std::slice::from_ref(key), None);
 });

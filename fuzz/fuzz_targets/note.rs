@@ -8,7 +8,7 @@ fuzz_target!(|text: &str| {
     let key = provledger_fuzz::seed_verifier();
     let _ = Note::parse(text);
     let _ = Checkpoint::parse_body(text);
-    if let Ok((note, _)) = open_note(text, std::slice::from_ref(&key)) {
+    if let Ok((note, _)) = open_note(text, std::slice::from_ref(key)) {
         let _ = Checkpoint::parse_body(&note.body);
     }
 });

@@ -15,7 +15,9 @@ pub fn seed_key() -> SigningKey {
     SigningKey::from_skey(SEED_SKEY).expect("SEED_SKEY is a valid signing key")
 }
 
-/// Its verifier key, which the targets trust.
-pub fn seed_verifier() -> VerifierKey {
-    seed_key().verifier()
+/// Its verifier key, which the targets trust: derived once per process, not once per input.
+pub fn seed_verifier() -> &'static VerifierKey {
+    static VERIFIER: std::sync::LazyLock<VerifierKey> =
+        std::sync::LazyLock::new(|| seed_key().verifier());
+    &VERIFIER
 }

@@ -10,8 +10,9 @@ use std::path::Path;
 use provledger_exporters::{export, export_dsse, RangeScope, Scope};
 use provledger_ledger::{
     Actor, ErasurePolicy, ErasureRequest, ErasureTarget, Ledger, LedgerConfig, PreparedRecord,
-    RecordInput,
+    Receipt, RecordInput,
 };
+use provledger_signer::Hash;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
@@ -32,33 +33,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         serde_json::json!({"kind": "model", "entity": "model:triage",
             "actor": {"type": "system", "id": "registry"}, "attributes": {"version": "3.1"}}),
     ];
-    let mut ids = Vec::new();
-    let mut leaves = Vec::new();
-    let mut notes = Vec::new();
+    let mut log = Receipts::default();
     for r in &records {
-        let input: RecordInput = serde_json::from_value(r.clone())?;
-        let receipt = ledger.append_blocking(vec![PreparedRecord::prepare(input, "record")?])?;
-        for receipt in receipt {
-            ids.push(receipt.id);
-            leaves.push(receipt.leaf);
-            notes.push(receipt.checkpoint);
-        }
+        log.append(&ledger, r)?;
     }
     let decision = serde_json::json!({"kind": "decision", "entity": "decision:7",
         "actor": {"type": "agent", "id": "refund-bot"},
         "refs": [{"role": "input", "ref": "ticket:7"}, {"role": "policy", "ref": "policy:refunds"},
-                 {"role": "model", "ref": ids[2].to_string()}],
+                 {"role": "model", "ref": log.ids[2].to_string()}],
         "attributes": {"decision": "approve", "confidence": 0.93},
         "payload": {"amount": 40}, "idempotency_key": "decide-7"});
     let approval = serde_json::json!({"kind": "approval", "actor": {"type": "human", "id": "lee"},
         "refs": [{"role": "approval", "ref": "decision:7"}], "attributes": {"verdict": "approved"}});
     for r in [decision, approval] {
-        let input: RecordInput = serde_json::from_value(r.clone())?;
-        for receipt in ledger.append_blocking(vec![PreparedRecord::prepare(input, "record")?])? {
-            ids.push(receipt.id);
-            leaves.push(receipt.leaf);
-            notes.push(receipt.checkpoint);
-        }
+        log.append(&ledger, &r)?;
         records.push(r);
     }
     // The data subject asks for erasure: the input's payload goes, its leaf stays, and the
@@ -73,10 +61,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             id: "dpo".into(),
         },
     };
-    for receipt in ledger.erase_blocking(erasure)? {
-        leaves.push(receipt.leaf);
-        notes.push(receipt.checkpoint);
-    }
+    log.keep(ledger.erase_blocking(erasure)?);
+    let Receipts { ids, leaves, notes } = log;
     write_all(&out.join("leaf"), leaves)?;
     write_all(&out.join("note"), notes.into_iter().map(String::into_bytes))?;
     write_all(
@@ -136,6 +122,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     write_all(&out.join("dsse"), envelopes)?;
     println!("seeds written under {}", out.display());
     Ok(())
+}
+
+/// What the seeds keep of each receipt: ids (for refs and scopes), leaves, checkpoints.
+#[derive(Default)]
+struct Receipts {
+    ids: Vec<Hash>,
+    leaves: Vec<Vec<u8>>,
+    notes: Vec<String>,
+}
+
+impl Receipts {
+    fn append(
+        &mut self,
+        ledger: &Ledger,
+        record: &serde_json::Value,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let input: RecordInput = serde_json::from_value(record.clone())?;
+        self.keep(ledger.append_blocking(vec![PreparedRecord::prepare(input, "record")?])?);
+        Ok(())
+    }
+
+    fn keep(&mut self, receipts: Vec<Receipt>) {
+        for r in receipts {
+            self.ids.push(r.id);
+            self.leaves.push(r.leaf);
+            self.notes.push(r.checkpoint);
+        }
+    }
 }
 
 fn write_all(dir: &Path, seeds: impl IntoIterator<Item = Vec<u8>>) -> std::io::Result<()> {
