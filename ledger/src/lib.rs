@@ -88,7 +88,7 @@ pub use crate::record::{
     MAX_LEAF_BYTES,
 };
 pub use crate::redact::{
-    is_high_entropy_secret, mask_text, scan, Finding, PiiKind, SECRET_MIN_LEN,
+    is_high_entropy_secret, mask_text, scan, Finding, PiiKind, DETECTORS_REVISION, SECRET_MIN_LEN,
 };
 pub use crate::verify::{verify_data_dir, VerifyError, VerifyReport};
 

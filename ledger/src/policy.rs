@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::record::{Actor, PreparedRecord, RecordInput, DEFAULT_TENANT};
-use crate::redact::{mask_json, mask_keys, PiiKind};
+use crate::redact::{mask_json, mask_keys, PiiKind, DETECTORS_REVISION};
 use crate::{Ledger, LedgerError};
 
 /// Version of the built-in policy, used when no policy file is configured.
@@ -311,7 +311,9 @@ impl RedactionPolicy {
 
     /// The canonical JSON of the policy: the payload of its `policy` record, and what
     /// [`Redactor::digest`] hashes (in RFC 8785 form). Detectors in canonical order, rules in
-    /// document order, classifications sorted.
+    /// document order, classifications sorted; `detectors_revision` is this build's
+    /// [`DETECTORS_REVISION`], so the same file run by detectors that mask differently has
+    /// another digest and is recorded again.
     pub fn canonical(&self) -> serde_json::Value {
         let rules: Vec<serde_json::Value> = self
             .rules
@@ -326,6 +328,7 @@ impl RedactionPolicy {
             .collect();
         serde_json::json!({
             "format": POLICY_FORMAT,
+            "detectors_revision": DETECTORS_REVISION,
             "version": self.version,
             "detectors": self.detectors.iter().map(|k| k.name()).collect::<Vec<_>>(),
             "rules": rules,
@@ -1150,7 +1153,7 @@ mod tests {
         let canonical = serde_json_canonicalizer::to_vec(&b.policy().canonical()).unwrap();
         assert_eq!(
             String::from_utf8(canonical.clone()).unwrap(),
-            r#"{"detectors":["secret","email","iban","card","national-id","ip","phone"],"format":"provledger-redaction-policy/1","rules":[],"version":"builtin-v1"}"#
+            r#"{"detectors":["secret","email","iban","card","national-id","ip","phone"],"detectors_revision":2,"format":"provledger-redaction-policy/1","rules":[],"version":"builtin-v1"}"#
         );
         assert_eq!(b.digest(), <[u8; 32]>::from(Sha256::digest(&canonical)));
         let stamp = b.stamp();
@@ -1381,6 +1384,51 @@ mod tests {
 
     fn input(v: serde_json::Value) -> RecordInput {
         serde_json::from_value(v).unwrap()
+    }
+
+    /// A policy recorded by a build whose detectors were revision 1 (its payload has no
+    /// `detectors_revision`, so its digest differs) is recorded again by this build, even when
+    /// the file is the same: leaves must not name the old detectors for what the new ones mask.
+    #[test]
+    fn a_policy_recorded_under_other_detectors_is_recorded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = open(dir.path());
+        let policy = RedactionPolicy::from_toml("version = \"v1\"\n").unwrap();
+        let mut old = policy.canonical();
+        old.as_object_mut().unwrap().remove("detectors_revision");
+        let old_digest: [u8; 32] =
+            Sha256::digest(serde_json_canonicalizer::to_vec(&old).unwrap()).into();
+        let record = input(json!({
+            "kind": "policy", "tenant": DEFAULT_TENANT, "entity": POLICY_ENTITY,
+            "actor": {"type": "service", "id": "provledger"},
+            "attributes": {"version": "v1", "digest": format!("sha256:{}", hex::encode(old_digest))},
+            "payload": old,
+        }));
+        let stamp = RedactionStamp {
+            version: "v1".to_owned(),
+            digest: old_digest,
+            policy: None,
+        };
+        let prepared = PreparedRecord::prepare_policy_record(record, stamp).unwrap();
+        let old_id = ledger.append_blocking(vec![prepared]).unwrap()[0].id;
+
+        let installed = ledger
+            .install_redaction_policy(Redactor::new(policy.clone(), None).unwrap())
+            .unwrap();
+        let PolicyInstall::Recorded { record, index: 1 } = installed else {
+            panic!("{installed:?}");
+        };
+        assert_ne!(record, old_id);
+        let stored = ledger.record(&record, None).unwrap();
+        assert_eq!(
+            stored.payload.unwrap()["detectors_revision"],
+            DETECTORS_REVISION
+        );
+        // And once recorded under this revision, not again.
+        let again = ledger
+            .install_redaction_policy(Redactor::new(policy, None).unwrap())
+            .unwrap();
+        assert_eq!(again, PolicyInstall::AlreadyRecorded { record });
     }
 
     #[test]

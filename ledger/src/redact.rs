@@ -27,6 +27,18 @@ const SECRET_MIN_ENTROPY: f64 = 3.5;
 /// Minimum Shannon entropy of a hex-only secret token (hex has at most 4 bits per character).
 const HEX_SECRET_MIN_ENTROPY: f64 = 3.0;
 
+/// Revision of the detectors' implementation, recorded in every policy's canonical JSON
+/// (`detectors_revision`) and so in its digest, which every leaf's `redaction` stamp carries: a
+/// change to what the detectors mask gets a new revision, so an auditor can tell which records
+/// were scrubbed before it.
+///
+/// - 1: the first detectors. Where two detectors' matches overlapped, the earlier in
+///   [`PiiKind::ALL`] was masked and the other dropped, so its part outside the overlap stayed
+///   in clear (`2001:db8::178-05-1120` kept `2001:db8::`). Policies of this revision have no
+///   `detectors_revision` member.
+/// - 2: overlapping matches are masked as one, over their union.
+pub const DETECTORS_REVISION: u32 = 2;
+
 /// What a detector found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

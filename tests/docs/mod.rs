@@ -48,7 +48,7 @@ pub(crate) fn blocks(doc: &str) -> Vec<Block> {
 }
 
 /// The text of `heading`'s section: from the heading to the next heading of its level or above.
-fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
+pub(crate) fn section<'a>(doc: &'a str, heading: &str) -> &'a str {
     let level = heading.chars().take_while(|c| *c == '#').count();
     let start = doc
         .find(&format!("\n{heading}\n"))

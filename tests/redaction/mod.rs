@@ -186,6 +186,7 @@ fn a_policy_file_drops_masks_tokenizes_and_keeps_and_is_recorded_once_per_versio
         p["payload"],
         json!({
             "format": "provledger-redaction-policy/1",
+            "detectors_revision": 2,
             "version": "acme-1",
             "detectors": ["secret", "email", "iban", "card", "national-id", "ip", "phone"],
             "rules": [
@@ -369,7 +370,70 @@ fn the_policy_can_come_from_the_config_file_and_the_builtin_one_is_not_recorded(
     assert_eq!(got["payload"], json!({"mail": "[REDACTED:email]"}));
     assert_eq!(got["redaction"]["version"], "builtin-v1");
     assert_eq!(got["redaction"]["policy"], Value::Null);
+    // The digest api.md gives for the built-in policy of the current detectors revision.
+    let (current, _) = documented_builtin_digests();
+    assert_eq!(got["redaction"]["digest"], current.as_str());
     assert!(server.data_dir().join("tokenization.key").exists());
+}
+
+/// `(current, revision 1)`: the built-in policy's digests in api.md's table of detector
+/// revisions, each checked against the canonical JSON the table shows beside it.
+fn documented_builtin_digests() -> (String, String) {
+    let doc = crate::docs::read_doc("api.md");
+    let section = crate::docs::section(&doc, "#### The policy in the log");
+    let row = |first: &str| -> (Value, String) {
+        let line = section
+            .lines()
+            .find(|l| l.starts_with(&format!("| {first} |")))
+            .unwrap_or_else(|| panic!("api.md has no row {first:?} of detector revisions"));
+        let cells: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+        let [canonical, digest] = cells[..] else {
+            panic!("row {first:?} should hold the canonical JSON and the digest: {line}")
+        };
+        let canonical: Value = serde_json::from_str(canonical).expect("canonical JSON");
+        assert_eq!(jcs_sha256_hex(&canonical), digest, "{line}");
+        (canonical, digest.to_owned())
+    };
+    let (current, current_digest) = row("2 (current)");
+    let (first, first_digest) = row("1");
+    assert_eq!(
+        current["detectors_revision"],
+        provledger_ledger::DETECTORS_REVISION
+    );
+    // Revision 1's form is the current one without the member that names the revision.
+    let mut without = current.clone();
+    without
+        .as_object_mut()
+        .unwrap()
+        .remove("detectors_revision");
+    assert_eq!(first, without);
+    (current_digest, first_digest)
+}
+
+/// api.md's table of detector revisions and its overlap order are the built ones.
+#[test]
+fn api_md_names_the_built_detectors_revision_and_overlap_order() {
+    let (current, _) = documented_builtin_digests();
+    assert_eq!(
+        current,
+        hex::encode(provledger_ledger::Redactor::builtin().digest())
+    );
+    // "named after the first of `secret`, `email`, …, `phone`": PiiKind::ALL's order.
+    let doc = crate::docs::read_doc("api.md");
+    let text = doc
+        .split_once("named after the first of ")
+        .expect("overlap order")
+        .1;
+    let list = &text[..text.find(" (").expect("end of the list")];
+    let named: Vec<&str> = list
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter_map(|w| w.strip_prefix('`')?.strip_suffix('`'))
+        .collect();
+    let built: Vec<&str> = provledger_ledger::PiiKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect();
+    assert_eq!(named, built);
 }
 
 /// An invalid policy stops `serve` before anything is created, naming the file and the field
