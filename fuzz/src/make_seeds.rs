@@ -1,16 +1,16 @@
 //! Writes a seed corpus for every target into `corpus/<target>/`: a small real log (a policy,
 //! inputs, a decision citing them by name and by id, a human approval, the erasure of the
 //! input's payload at its subject's request), its leaves and checkpoints, bundles of three
-//! scopes and their DSSE envelopes, the records as sent, tile paths, texts holding PII, and
-//! api.md's redaction policy file.
+//! scopes and their DSSE envelopes, the records as sent, tile paths, texts holding PII,
+//! api.md's redaction policy file, and the data directory's key and token files.
 //! `cargo run --release --manifest-path fuzz/Cargo.toml --bin make_seeds` (docs/fuzzing.md).
 
 use std::path::Path;
 
 use provledger_exporters::{export, export_dsse, RangeScope, Scope};
 use provledger_ledger::{
-    Actor, ErasurePolicy, ErasureRequest, ErasureTarget, Ledger, LedgerConfig, PreparedRecord,
-    Receipt, RecordInput,
+    Actor, ErasurePolicy, ErasureRequest, ErasureTarget, Ledger, LedgerConfig, NewToken,
+    PreparedRecord, Receipt, RecordInput, Role, TokenStore, KEYS_FILE, TOKENS_FILE,
 };
 use provledger_signer::Hash;
 
@@ -119,6 +119,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         envelopes.push(envelope);
     }
     write_all(&out.join("bundle"), bundles)?;
+    // The data directory's files, each behind the byte that picks it (`data_files`).
+    let tokens = TokenStore::open(dir.path())?;
+    tokens.create(NewToken {
+        role: Role::Auditor,
+        tenant: "default".into(),
+        kinds: Some(vec!["decision".into()]),
+        expires: None,
+        label: Some("seed".into()),
+    })?;
+    let file = |which: u8, content: &[u8]| [&[which][..], content].concat();
+    write_all(
+        &out.join("data_files"),
+        [
+            file(0, format!("{}\n", provledger_fuzz::SEED_SKEY).as_bytes()),
+            file(1, provledger_fuzz::seed_verifier().to_string().as_bytes()),
+            file(2, format!("{}\n", "07".repeat(32)).as_bytes()),
+            file(3, &std::fs::read(dir.path().join(TOKENS_FILE))?),
+            file(4, &std::fs::read(dir.path().join(KEYS_FILE))?),
+        ],
+    )?;
     write_all(&out.join("dsse"), envelopes)?;
     println!("seeds written under {}", out.display());
     Ok(())
