@@ -1,7 +1,8 @@
 //! Appends batches of 1,000 records in process and prints where the time goes, using the
 //! ledger's own Prometheus histograms. `cargo run --release -p provledger-ledger --example
 //! append_profile -- [batches] [callers]`; `MAX_BATCH=N` overrides the group-commit cap,
-//! `APPEND_DIR=DIR` writes the log to a new directory DIR and keeps it.
+//! `APPEND_DIR=DIR` writes the log to a new directory DIR and keeps it, `REFS=N` makes each
+//! record cite N earlier records by entity name (`REF_BY=id`: by record id).
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // example
 
 use std::time::Instant;
@@ -59,14 +60,53 @@ fn main() {
         config.max_batch_records = m;
     }
     let ledger = Ledger::open(&config, key, &registry).unwrap();
+    // `REFS=N`: each record cites N of 1,000 source records appended before the timing, by
+    // entity name (`REF_BY=name`, the default) or by record id (`REF_BY=id`).
+    let refs: usize = std::env::var("REFS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let by_id = std::env::var("REF_BY").is_ok_and(|s| s == "id");
+    let sources: Vec<String> = if refs == 0 {
+        Vec::new()
+    } else {
+        let batch = (0..1000)
+            .map(|k| {
+                let input: RecordInput = serde_json::from_value(json!({
+                    "kind": "input", "entity": format!("source:{k}"),
+                    "actor": {"type": "system", "id": "crm"}, "payload": {"k": k},
+                }))
+                .unwrap();
+                PreparedRecord::prepare(input, "record").unwrap()
+            })
+            .collect();
+        let receipts = ledger.append_blocking(batch).unwrap();
+        (0..1000)
+            .map(|k| {
+                if by_id {
+                    receipts[k].id.to_string()
+                } else {
+                    format!("source:{k}")
+                }
+            })
+            .collect()
+    };
+    let before_size = ledger.head().size;
     let prepared: Vec<Vec<PreparedRecord>> = (0..batches)
         .map(|b| {
             (b * 1000..(b + 1) * 1000)
                 .map(|i| {
+                    let cited: Vec<_> = (0..refs)
+                        .map(|r| {
+                            let k = (i as usize * 7 + r * 131) % 1000;
+                            json!({"role": "input", "ref": sources[k]})
+                        })
+                        .collect();
                     let input: RecordInput = serde_json::from_value(json!({
                     "kind": "output",
                     "entity": format!("scale:{}", i % 1000),
                     "actor": {"type": "agent", "id": "agent-7"},
+                    "refs": cited,
                     "attributes": {"model": "gpt-x", "policy_version": "v3", "region": "eu-west-1"},
                     "payload": {"i": i, "pad": "p".repeat(160)},
                 }))
@@ -96,7 +136,7 @@ fn main() {
         }
     });
     let total = started.elapsed().as_secs_f64();
-    let n = ledger.head().size as f64;
+    let n = (ledger.head().size - before_size) as f64;
     println!(
         "records: {n}, threads {threads}, append {total:.2}s = {:.0} records/s",
         n / total

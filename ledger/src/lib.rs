@@ -46,6 +46,7 @@ mod metrics;
 mod payloads;
 mod pipeline;
 mod policy;
+mod recent;
 mod record;
 mod redact;
 mod retention;

@@ -27,6 +27,7 @@ use tracing::{debug, debug_span, error};
 
 use crate::idle::{Quiet, IDLE_AFTER};
 use crate::metrics::Metrics;
+use crate::recent::{Recent, RECENT_PER_GENERATION};
 use crate::record::{Leaf, LeafRef, PreparedRecord, RefTarget, SealedPayload, LEAF_FORMAT_VERSION};
 use crate::store::{self, State, Store};
 use crate::tiles::TileRows;
@@ -307,6 +308,65 @@ pub(crate) struct Writer {
     linger: Linger,
     /// Writes in the last batch sealed (at most [`MAX_BATCH_WRITES_HINT`]).
     last_batch_writes: usize,
+    /// What refs to recently committed records resolve to (`crate::recent`). A `RefCell`
+    /// because staging reads through `&self` while the overlays are borrowed; only this
+    /// thread uses it.
+    recent: std::cell::RefCell<Recents>,
+}
+
+/// What the writer keeps of committed batches for refs to their records: the committed
+/// counterparts of an [`Overlay`]'s `ids` and `latest`.
+struct Recents {
+    /// The `ids` maps of the last [`KEPT_ID_MAPS`] large batches committed, newest last: kept
+    /// whole, so that a batch's ids cost nothing to keep.
+    id_maps: VecDeque<rustc_hash::FxHashMap<Hash, (u64, String)>>,
+    /// Record id → index and tenant: the ids of smaller batches, and ids read from the store.
+    ids: Recent<Hash, (u64, String)>,
+    /// Entity name → its latest committed version: index and leaf hash.
+    latest: Recent<EntityName, (u64, Hash)>,
+}
+
+/// A committed batch with at least this many new records keeps its `ids` map as it is; the
+/// ids of a smaller one are copied into [`Recents::ids`].
+const LARGE_BATCH_IDS: usize = 256;
+/// How many large batches' `ids` maps are kept (up to [`crate::DEFAULT_MAX_BATCH_RECORDS`]
+/// records each).
+const KEPT_ID_MAPS: usize = 8;
+
+impl Recents {
+    fn new() -> Recents {
+        Recents {
+            id_maps: VecDeque::with_capacity(KEPT_ID_MAPS + 1),
+            ids: Recent::new(RECENT_PER_GENERATION),
+            latest: Recent::new(RECENT_PER_GENERATION),
+        }
+    }
+
+    /// Keeps what a committed batch's overlay knows; batches come oldest first, so an entity's
+    /// latest version wins.
+    fn keep(&mut self, overlay: Overlay) {
+        if overlay.ids.len() >= LARGE_BATCH_IDS {
+            self.id_maps.push_back(overlay.ids);
+            if self.id_maps.len() > KEPT_ID_MAPS {
+                self.id_maps.pop_front();
+            }
+        } else {
+            for (id, entry) in overlay.ids {
+                self.ids.insert(id, entry);
+            }
+        }
+        for (name, version) in overlay.latest {
+            self.latest.insert(name, version);
+        }
+    }
+
+    /// Index and tenant of a committed record, when kept.
+    fn id(&mut self, id: &Hash) -> Option<(u64, String)> {
+        match self.id_maps.iter().rev().find_map(|m| m.get(id)) {
+            Some(entry) => Some(entry.clone()),
+            None => self.ids.get(id),
+        }
+    }
 }
 
 /// The most writes a new batch makes room for up front.
@@ -604,6 +664,7 @@ impl Writer {
             inflight: VecDeque::new(),
             linger: Linger::new(linger),
             last_batch_writes: 0,
+            recent: std::cell::RefCell::new(Recents::new()),
         })
     }
 
@@ -727,10 +788,19 @@ impl Writer {
         }
     }
 
-    /// Forgets the overlays of the batches that are in the store once it holds `size` entries.
+    /// Forgets the overlays of the batches that are in the store once it holds `size` entries,
+    /// keeping their ids and entity versions among the recent ones (oldest batch first, so an
+    /// entity's latest version wins). A poisoned ledger keeps nothing: its last batch may not
+    /// be stored.
     fn forget(&mut self, size: u64) {
+        let keep = !self.shared.poisoned.load(Ordering::Acquire);
+        let recent = self.recent.get_mut();
         while self.inflight.front().is_some_and(|(end, _)| *end <= size) {
-            self.inflight.pop_front();
+            if let Some((_, overlay)) = self.inflight.pop_front() {
+                if keep {
+                    recent.keep(overlay);
+                }
+            }
         }
     }
 
@@ -1045,7 +1115,19 @@ impl Writer {
             RefTarget::Id(id) => {
                 let found = match local.ids.get(id).or_else(|| prior.id(id)) {
                     Some((_, t)) => Some(t.clone()),
-                    None => self.store.lookup_id(id)?.map(|(_, t)| t),
+                    None => {
+                        let mut recent = self.recent.borrow_mut();
+                        match recent.id(id) {
+                            Some((_, t)) => Some(t),
+                            None => {
+                                let stored = self.store.lookup_id(id)?;
+                                if let Some(entry) = &stored {
+                                    recent.ids.insert(*id, entry.clone());
+                                }
+                                stored.map(|(_, t)| t)
+                            }
+                        }
+                    }
                 };
                 Ok(found.filter(|t| t == tenant).map(|_| *id))
             }
@@ -1053,7 +1135,16 @@ impl Writer {
                 if let Some((_, h)) = local.latest.get(name).or_else(|| prior.latest(name)) {
                     return Ok(Some(*h));
                 }
-                Ok(self.store.latest_version(name)?.map(|(_, h)| h))
+                // Not in flight, so the store's latest is the latest: known here, or read.
+                let mut recent = self.recent.borrow_mut();
+                if let Some((_, h)) = recent.latest.get(name) {
+                    return Ok(Some(h));
+                }
+                let stored = self.store.latest_version(name)?;
+                if let Some(version) = stored {
+                    recent.latest.insert(*name, version);
+                }
+                Ok(stored.map(|(_, h)| h))
             }
         }
     }

@@ -307,6 +307,102 @@ fn refs_resolve_to_exact_versions_and_unknown_refs_leave_no_trace() {
     );
 }
 
+/// Refs to committed records resolve through what the writer keeps of recent batches (by id:
+/// the id maps of large batches and a bounded map; by name: a bounded map of latest versions)
+/// exactly as through the store: checked against a model of the log across enough records to
+/// push the writer's maps through their generations, for records that were written in large
+/// and small batches, cited before, updated after being cited, of another tenant, and after a
+/// restart (when the writer has nothing kept).
+#[test]
+fn refs_to_committed_records_resolve_as_the_store_says() {
+    const ENTITIES: usize = 36_000; // more than the writer keeps (2 × 16,384)
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let actor = json!({"type": "agent", "id": "a1"});
+    let version = |k: usize, v: u32| {
+        rec(
+            json!({"kind": "input", "entity": format!("e:{k}"), "actor": actor, "attributes": {"v": v}}),
+        )
+    };
+    // Latest version of each entity, and every record's id.
+    let mut latest: Vec<Hash> = Vec::with_capacity(ENTITIES);
+    let mut k = 0;
+    while k < ENTITIES {
+        // Mostly large batches (their id maps are kept whole), some small ones (copied).
+        let n = if (k / 2_000) % 4 == 3 { 10 } else { 2_000 }.min(ENTITIES - k);
+        let receipts = ledger
+            .append_blocking((k..k + n).map(|k| version(k, 1)).collect())
+            .unwrap();
+        latest.extend(receipts.iter().map(|r| r.id));
+        k += n;
+    }
+    let other = ledger
+        .append_blocking(vec![rec(
+            json!({"kind": "input", "tenant": "other", "entity": "e:1", "actor": actor}),
+        )])
+        .unwrap()[0]
+        .id;
+    let first_ids: Vec<Hash> = latest.clone();
+    let sample: Vec<usize> = (0..ENTITIES).step_by(997).chain([ENTITIES - 1]).collect();
+
+    // Cites every sampled entity by name and by its first version's id; checks the leaf.
+    let cite_and_check = |ledger: &Ledger, latest: &[Hash]| {
+        let refs: Vec<_> = sample
+            .iter()
+            .flat_map(|&k| {
+                [
+                    json!({"role": "input", "ref": format!("e:{k}")}),
+                    json!({"role": "first", "ref": first_ids[k].to_hex()}),
+                ]
+            })
+            .collect();
+        let receipt = ledger
+            .append_blocking(vec![rec(
+                json!({"kind": "decision", "actor": actor, "refs": refs}),
+            )])
+            .unwrap();
+        let leaf = Leaf::decode(&receipt[0].leaf).unwrap();
+        for (i, &k) in sample.iter().enumerate() {
+            assert_eq!(leaf.refs[2 * i].hash, latest[k].0, "e:{k} by name");
+            assert_eq!(leaf.refs[2 * i + 1].hash, first_ids[k].0, "e:{k} by id");
+        }
+        // Another tenant's record is unknown here, however often it is asked for.
+        for _ in 0..2 {
+            let err = ledger
+                .append_blocking(vec![rec(json!({"kind": "decision", "actor": actor,
+                    "refs": [{"role": "input", "ref": other.to_hex()}]}))])
+                .unwrap_err();
+            assert!(matches!(err, LedgerError::UnknownRef { .. }), "{err}");
+        }
+        let err = ledger
+            .append_blocking(vec![rec(
+                json!({"kind": "decision", "tenant": "other", "actor": actor,
+                "refs": [{"role": "input", "ref": format!("e:{}", sample[1])}]}),
+            )])
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::UnknownRef { .. }), "{err}");
+    };
+    cite_and_check(&ledger, &latest);
+    // Twice: the second time from what the first one read.
+    cite_and_check(&ledger, &latest);
+    // New versions of entities that were just cited, in a small and a large batch.
+    let (small, large) = sample.split_at(3);
+    for part in [small, large] {
+        let receipts = ledger
+            .append_blocking(part.iter().map(|&k| version(k, 2)).collect())
+            .unwrap();
+        for (&k, r) in part.iter().zip(&receipts) {
+            latest[k] = r.id;
+        }
+    }
+    cite_and_check(&ledger, &latest);
+    drop(ledger);
+    // After a restart the writer knows nothing yet: the store answers the same.
+    let ledger = fx.open();
+    cite_and_check(&ledger, &latest);
+    cite_and_check(&ledger, &latest);
+}
+
 #[test]
 fn idempotent_retries_return_the_first_receipt() {
     let fx = Fixture::new();
