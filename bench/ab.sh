@@ -4,6 +4,7 @@
 # (utime + stime from /proc/PID/stat, in µs). CPU per record drifts less with the machine's
 # speed than throughput does; alternate two builds and compare runs side by side.
 #   bash bench/ab.sh BIN RECORDS CONNS SECS     e.g. bash bench/ab.sh target/release/provledger 1 64 15
+# REFS=N: each record cites N earlier records by entity name (appended before the timing).
 # Needs wrk and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +19,18 @@ trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT
 until curl -sf $URL/healthz >/dev/null; do sleep 0.05; done
 export PROVLEDGER_TOKEN
 PROVLEDGER_TOKEN=$(cat "$D/admin.token")
+if [ "${REFS:-0}" -gt 0 ]; then
+  # The entities the records cite (bench/wrk-records.lua), before the timing.
+  seed=$(for k in $(seq 0 999); do
+    printf '{"kind":"input","entity":"scale:%d","actor":{"type":"system","id":"crm"}},' "$k"
+  done)
+  curl -sf -o /dev/null -H "Authorization: Bearer $PROVLEDGER_TOKEN" -H 'Content-Type: application/json' \
+    --data-binary "[${seed%,}]" $URL/v1/records
+fi
 ticks() { awk '{print $14 + $15}' /proc/$PID/stat; }
 size() { curl -s $URL/checkpoint | sed -n 2p; }
 c0=$(ticks); n0=$(size)
 out=$(RECORDS=$RECORDS wrk -t2 -c"$CONNS" -d"${SECS}"s --latency -s bench/wrk-records.lua $URL | grep acknowledged)
 c1=$(ticks); n1=$(size)
 hz=$(getconf CLK_TCK)
-echo "$BIN ${RECORDS}x$CONNS: $out; server CPU $(( (c1 - c0) * 1000000000 / hz / (n1 - n0) )) µs per 1,000 records"
+echo "$BIN ${RECORDS}x$CONNS refs ${REFS:-0}: $out; server CPU $(( (c1 - c0) * 1000000000 / hz / (n1 - n0) )) µs per 1,000 records"

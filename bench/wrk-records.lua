@@ -4,6 +4,9 @@
 -- Every non-2xx answer is counted and reported, so a failing server cannot look fast.
 local token = os.getenv("PROVLEDGER_TOKEN") or ""
 local per = tonumber(os.getenv("RECORDS") or "1")
+-- REFS (default 0): each record cites that many of the entities scale:0 … scale:999 by name,
+-- which must exist first (bench/ab.sh appends them when REFS is set).
+local refs = tonumber(os.getenv("REFS") or "0")
 local pad = string.rep("p", 160)
 local seq = 0
 local thread_id = 0
@@ -20,11 +23,20 @@ function init(args)
   }
 end
 
+local function cited(n)
+  if refs == 0 then return "" end
+  local r = {}
+  for j = 0, refs - 1 do
+    r[j + 1] = string.format('{"role":"input","ref":"scale:%d"}', (n * 7 + j * 131) % 1000)
+  end
+  return '"refs":[' .. table.concat(r, ",") .. '],'
+end
+
 local function record(n)
   return string.format(
-    '{"kind":"output","entity":"scale:%d","actor":{"type":"agent","id":"agent-%d"},' ..
+    '{"kind":"output","entity":"scale:%d","actor":{"type":"agent","id":"agent-%d"},%s' ..
     '"attributes":{"model":"gpt-x","policy_version":"v3"},"payload":{"i":%d,"pad":"%s"}}',
-    n % 1000, id, n, pad)
+    n % 1000, id, cited(n), n, pad)
 end
 
 function request()
