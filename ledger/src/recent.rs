@@ -50,7 +50,10 @@ impl<K: Eq + Hash, V: Clone> Recent<K, V> {
     /// Keeps `value` as the entry of `key`, replacing what was kept.
     pub(crate) fn insert(&mut self, key: K, value: V) {
         if self.young.len() >= self.per_generation && !self.young.contains_key(&key) {
-            self.old = std::mem::take(&mut self.young);
+            // The old generation goes; its table is reused for the new young one, which so
+            // does not grow (and rehash) from nothing every generation.
+            std::mem::swap(&mut self.old, &mut self.young);
+            self.young.clear();
         }
         // An entry in the old map is shadowed by the young one and goes with its generation.
         self.young.insert(key, value);
