@@ -2,7 +2,8 @@
 //! ledger's own Prometheus histograms. `cargo run --release -p provledger-ledger --example
 //! append_profile -- [batches] [callers]`; `MAX_BATCH=N` overrides the group-commit cap,
 //! `APPEND_DIR=DIR` writes the log to a new directory DIR and keeps it, `REFS=N` makes each
-//! record cite N earlier records by entity name (`REF_BY=id`: by record id).
+//! record cite N earlier records by entity name (`REF_BY=id`: by record id) out of `SOURCES`
+//! (default 1,000) appended before the timing.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)] // example
 
 use std::time::Instant;
@@ -67,30 +68,37 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let by_id = std::env::var("REF_BY").is_ok_and(|s| s == "id");
-    let sources: Vec<String> = if refs == 0 {
-        Vec::new()
-    } else {
-        let batch = (0..1000)
-            .map(|k| {
-                let input: RecordInput = serde_json::from_value(json!({
-                    "kind": "input", "entity": format!("source:{k}"),
-                    "actor": {"type": "system", "id": "crm"}, "payload": {"k": k},
-                }))
-                .unwrap();
-                PreparedRecord::prepare(input, "record").unwrap()
-            })
-            .collect();
-        let receipts = ledger.append_blocking(batch).unwrap();
-        (0..1000)
-            .map(|k| {
+    // `SOURCES=N` (default 1,000): how many source records there are. Each record's refs are
+    // the next sources in turn, so with many sources (e.g. 100,000) no source is cited again
+    // before ~N/REFS records have passed: the writer's maps of recent records miss.
+    let source_count: usize = std::env::var("SOURCES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let mut sources: Vec<String> = Vec::new();
+    if refs > 0 {
+        for start in (0..source_count).step_by(1000) {
+            let end = (start + 1000).min(source_count);
+            let batch = (start..end)
+                .map(|k| {
+                    let input: RecordInput = serde_json::from_value(json!({
+                        "kind": "input", "entity": format!("source:{k}"),
+                        "actor": {"type": "system", "id": "crm"}, "payload": {"k": k},
+                    }))
+                    .unwrap();
+                    PreparedRecord::prepare(input, "record").unwrap()
+                })
+                .collect();
+            let receipts = ledger.append_blocking(batch).unwrap();
+            sources.extend((start..end).zip(&receipts).map(|(k, r)| {
                 if by_id {
-                    receipts[k].id.to_string()
+                    r.id.to_string()
                 } else {
                     format!("source:{k}")
                 }
-            })
-            .collect()
-    };
+            }));
+        }
+    }
     let before_size = ledger.head().size;
     let prepared: Vec<Vec<PreparedRecord>> = (0..batches)
         .map(|b| {
@@ -98,7 +106,7 @@ fn main() {
                 .map(|i| {
                     let cited: Vec<_> = (0..refs)
                         .map(|r| {
-                            let k = (i as usize * 7 + r * 131) % 1000;
+                            let k = (i as usize * refs + r) % source_count;
                             json!({"role": "input", "ref": sources[k]})
                         })
                         .collect();
