@@ -360,12 +360,40 @@ impl Recents {
         }
     }
 
-    /// Index and tenant of a committed record, when kept.
-    fn id(&mut self, id: &Hash) -> Option<(u64, String)> {
-        match self.id_maps.iter().rev().find_map(|m| m.get(id)) {
-            Some(entry) => Some(entry.clone()),
-            None => self.ids.get(id),
+    /// Whether the committed record `id` belongs to `tenant` (`None`: there is no such
+    /// record): from what is kept, else from the store, whose answer is then kept.
+    fn tenant_is(
+        &mut self,
+        store: &Store,
+        id: &Hash,
+        tenant: &str,
+    ) -> Result<Option<bool>, LedgerError> {
+        if let Some((_, t)) = self.id_maps.iter().rev().find_map(|m| m.get(id)) {
+            return Ok(Some(t == tenant));
         }
+        if let Some((_, t)) = self.ids.get(id) {
+            return Ok(Some(t == tenant));
+        }
+        let Some(entry) = store.lookup_id(id)? else {
+            return Ok(None);
+        };
+        let same = entry.1 == tenant;
+        self.ids.insert(*id, entry);
+        Ok(Some(same))
+    }
+
+    /// The leaf hash of the latest committed version of `name`, when it has one: from what is
+    /// kept, else from the store, whose answer is then kept. Only for a name with no version in
+    /// flight, so that the store's latest is the latest.
+    fn latest(&mut self, store: &Store, name: &EntityName) -> Result<Option<Hash>, LedgerError> {
+        if let Some((_, h)) = self.latest.get(name) {
+            return Ok(Some(h));
+        }
+        let stored = store.latest_version(name)?;
+        if let Some(version) = stored {
+            self.latest.insert(*name, version);
+        }
+        Ok(stored.map(|(_, h)| h))
     }
 }
 
@@ -1113,38 +1141,21 @@ impl Writer {
     ) -> Result<Option<Hash>, LedgerError> {
         match target {
             RefTarget::Id(id) => {
-                let found = match local.ids.get(id).or_else(|| prior.id(id)) {
-                    Some((_, t)) => Some(t.clone()),
-                    None => {
-                        let mut recent = self.recent.borrow_mut();
-                        match recent.id(id) {
-                            Some((_, t)) => Some(t),
-                            None => {
-                                let stored = self.store.lookup_id(id)?;
-                                if let Some(entry) = &stored {
-                                    recent.ids.insert(*id, entry.clone());
-                                }
-                                stored.map(|(_, t)| t)
-                            }
-                        }
-                    }
+                let same_tenant = match local.ids.get(id).or_else(|| prior.id(id)) {
+                    Some((_, t)) => Some(t == tenant),
+                    None => self
+                        .recent
+                        .borrow_mut()
+                        .tenant_is(&self.store, id, tenant)?,
                 };
-                Ok(found.filter(|t| t == tenant).map(|_| *id))
+                Ok((same_tenant == Some(true)).then_some(*id))
             }
             RefTarget::Entity(_, name) => {
-                if let Some((_, h)) = local.latest.get(name).or_else(|| prior.latest(name)) {
-                    return Ok(Some(*h));
+                match local.latest.get(name).or_else(|| prior.latest(name)) {
+                    Some((_, h)) => Ok(Some(*h)),
+                    // Not in flight, so the store's latest is the latest.
+                    None => self.recent.borrow_mut().latest(&self.store, name),
                 }
-                // Not in flight, so the store's latest is the latest: known here, or read.
-                let mut recent = self.recent.borrow_mut();
-                if let Some((_, h)) = recent.latest.get(name) {
-                    return Ok(Some(h));
-                }
-                let stored = self.store.latest_version(name)?;
-                if let Some(version) = stored {
-                    recent.latest.insert(*name, version);
-                }
-                Ok(stored.map(|(_, h)| h))
             }
         }
     }
