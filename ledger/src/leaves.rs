@@ -20,7 +20,10 @@
 
 use fjall::Slice;
 
-use crate::store::{be_u64, Store};
+use provledger_signer::Hash;
+
+use crate::store::{be_u64, hash_at, Store};
+use crate::tree::TILE_WIDTH;
 use crate::LedgerError;
 
 /// Most leaves in one run; runs never cross a multiple of it. 64 leaves of ~300 bytes fill
@@ -133,6 +136,21 @@ impl Store {
         let (k, v) = kv?;
         let start = be_u64(&k)?;
         run_leaf(start, &v, index - start)
+    }
+
+    /// The leaf hash of the stored entry at `index`: from its full level-0 tile when the store
+    /// holds that (one point read, no hashing), else hashed from the leaf (the right edge's
+    /// tile is not stored, nor a tile completed by a batch still in flight).
+    pub(crate) fn leaf_hash_at(&self, index: u64) -> Result<Hash, LedgerError> {
+        if let Some(tile) = self.tile(0, index / TILE_WIDTH)? {
+            if let Some(hash) = hash_at(&tile, (index % TILE_WIDTH) as usize) {
+                return Ok(hash);
+            }
+        }
+        let leaf = self
+            .entry(index)?
+            .ok_or_else(|| LedgerError::Corrupt(format!("entry {index} is missing")))?;
+        Ok(provledger_signer::leaf_hash(&leaf))
     }
 
     /// The stored leaves with indexes in `from..to`, in index order, as `(index, leaf)`:

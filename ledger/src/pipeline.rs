@@ -1199,7 +1199,7 @@ impl Writer {
                     if let Some(name) = version {
                         scattered.versions.push(held(
                             Slice::new(&name.key(index)),
-                            Slice::new(&name.value(&hash)),
+                            Slice::new(&name.value()),
                         ));
                     }
                     for (position, r) in (0u16..).zip(&refs) {

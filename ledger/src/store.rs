@@ -9,7 +9,7 @@
 //! | `inner`    | 0 ‖ tile index (u64 BE)               | a full level-0 tile's 254 interior hashes (the right edge's are in the head) |
 //! | `upper`    | kind (0 row, 1 interior) ‖ level (u8 ≥ 1) ‖ tile index (u64 BE) | the tiles above level 0 (full, and each level's partial tile) and their full tiles' interiors |
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
-//! | `entity_versions` | SHA-256(tenant ‖ 0 ‖ entity ‖ 0)[..12] ‖ index (u64 BE) | leaf hash (32) ‖ the digest's other 20 bytes (see `versions.rs`) |
+//! | `entity_versions` | SHA-256(tenant ‖ 0 ‖ entity ‖ 0)[..12] ‖ index (u64 BE) | the digest's other 20 bytes; before session 23 (and when moved from `versions`), leaf hash (32) ‖ those (see `versions.rs`) |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
 //! | `cites`    | cited leaf hash (32) ‖ citing index (u64 BE) ‖ ref position (u16 BE) | role   |
 //! | `checkpoints` | tree size (u64 BE)                 | the signed checkpoint note for that size |

@@ -3,11 +3,20 @@
 //!
 //! An entity's name is `tenant ‖ 0 ‖ entity ‖ 0` (entity names hold no control characters, so
 //! the split is unambiguous) and its digest SHA-256 of that. A version's key is the digest's
-//! first 12 bytes (the entity's *tag*) ‖ index (u64 BE); its value is the version's leaf hash
-//! (32) ‖ the digest's other 20 bytes (the *check*). Readers take the versions under a tag
-//! whose check matches and skip the others: two names whose tags agree (2^48 work to make
-//! between two names of one's own, 2^96 to hit a given one) share a key range and cost a reader
-//! a skipped entry, never a wrong answer; a wrong answer needs a SHA-256 collision.
+//! first 12 bytes (the entity's *tag*) ‖ index (u64 BE); its value is the digest's other 20
+//! bytes (the *check*). Readers take the versions under a tag whose check matches and skip the
+//! others: two names whose tags agree (2^48 work to make between two names of one's own, 2^96
+//! to hit a given one) share a key range and cost a reader a skipped entry, never a wrong
+//! answer; a wrong answer needs a SHA-256 collision.
+//!
+//! A version's leaf hash (its record's id) is not in the value: readers take it from the
+//! version's full level-0 tile, or hash the stored leaf ([`Store::leaf_hash_at`]). Refs by name
+//! to recently committed versions, which most refs are, never get here: the writer keeps what
+//! it committed lately (`pipeline.rs`). Without the hash the value is 20 bytes, inline in
+//! fjall's memtable like the key: ~6 % of the process's CPU per record in process
+//! (`docs/benchmarks.md`, sessions 21 and 23). Values written before session 23 are *wide*
+//! (leaf hash ‖ check, 52 bytes), as are those moved from a legacy index (below); readers take
+//! both, and nothing rewrites them.
 //!
 //! Why a digest and not the name: the key is 20 bytes, which fjall keeps inline in the
 //! memtable's skiplist node (its `Slice` stores up to 20 bytes in place), and its first 4
@@ -33,8 +42,10 @@ use crate::LedgerError;
 const TAG_LEN: usize = 12;
 /// A key: tag ‖ index.
 const KEY_LEN: usize = TAG_LEN + 8;
-/// A value: leaf hash ‖ the rest of the name digest.
-const VALUE_LEN: usize = 32 + (32 - TAG_LEN);
+/// A value: the rest of the name digest.
+const VALUE_LEN: usize = 32 - TAG_LEN;
+/// A value written before session 23: leaf hash ‖ the rest of the name digest.
+const WIDE_VALUE_LEN: usize = 32 + VALUE_LEN;
 /// Legacy keys moved per fsynced step of [`Store::migrate_versions`].
 const MIGRATE_STEP: usize = 65_536;
 
@@ -42,7 +53,7 @@ const MIGRATE_STEP: usize = 65_536;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct EntityName {
     tag: [u8; TAG_LEN],
-    check: [u8; 32 - TAG_LEN],
+    check: [u8; VALUE_LEN],
 }
 
 impl EntityName {
@@ -78,29 +89,61 @@ impl EntityName {
         k
     }
 
-    /// The value of this entity's version whose leaf hash is `leaf`.
-    pub(crate) fn value(&self, leaf: &Hash) -> [u8; VALUE_LEN] {
-        let mut v = [0u8; VALUE_LEN];
+    /// The value of each of this entity's versions.
+    pub(crate) fn value(&self) -> [u8; VALUE_LEN] {
+        self.check
+    }
+
+    /// The wide value of this entity's version whose leaf hash is `leaf`: what builds before
+    /// session 23 wrote, and what the move of a legacy index writes (whose entries hold the
+    /// leaf hash).
+    fn wide_value(&self, leaf: &Hash) -> [u8; WIDE_VALUE_LEN] {
+        let mut v = [0u8; WIDE_VALUE_LEN];
         let (hash, check) = v.split_at_mut(32);
         hash.copy_from_slice(leaf.as_bytes());
         check.copy_from_slice(&self.check);
         v
     }
 
-    /// `(index, leaf hash)` of a stored version under this entity's tag, or `None` when it is
-    /// another entity's (whose tag is the same).
-    fn version(&self, key: &[u8], value: &[u8]) -> Result<Option<(u64, Hash)>, LedgerError> {
+    /// The index of a stored version under this entity's tag, and its leaf hash when the value
+    /// holds it (a wide value); `None` when the entry is another entity's (whose tag is the
+    /// same).
+    fn version(
+        &self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Option<(u64, Option<Hash>)>, LedgerError> {
         let bad = || LedgerError::Corrupt("malformed entity version entry".into());
-        if key.len() != KEY_LEN || value.len() != VALUE_LEN {
+        if key.len() != KEY_LEN {
             return Err(bad());
         }
-        let (hash, check) = value.split_at(32);
+        let (hash, check) = match value.len() {
+            VALUE_LEN => (None, value),
+            WIDE_VALUE_LEN => {
+                let (hash, check) = value.split_at(32);
+                (Some(hash), check)
+            }
+            _ => return Err(bad()),
+        };
         if check != self.check {
             return Ok(None);
         }
         let index = be_u64(key.get(TAG_LEN..).ok_or_else(bad)?)?;
-        let hash = Hash::from_slice(hash).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let hash = hash
+            .map(Hash::from_slice)
+            .transpose()
+            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         Ok(Some((index, hash)))
+    }
+
+    /// Whether `value` is this entity's version whose leaf hash is `leaf`, in either layout.
+    fn holds(&self, value: &[u8], leaf: &Hash) -> bool {
+        match value.split_at_checked(32) {
+            Some((hash, check)) if value.len() == WIDE_VALUE_LEN => {
+                hash == leaf.as_bytes() && check == self.check
+            }
+            _ => value == self.check,
+        }
     }
 }
 
@@ -113,10 +156,21 @@ impl Store {
         for kv in self.versions.prefix(name.tag).rev() {
             let (k, v) = kv?;
             if let Some(found) = name.version(&k, &v)? {
-                return Ok(Some(found));
+                return self.with_leaf_hash(found).map(Some);
             }
         }
         Ok(None)
+    }
+
+    /// A version with its leaf hash: the one its value holds, else the stored leaf's.
+    fn with_leaf_hash(
+        &self,
+        (index, hash): (u64, Option<Hash>),
+    ) -> Result<(u64, Hash), LedgerError> {
+        match hash {
+            Some(hash) => Ok((index, hash)),
+            None => Ok((index, self.leaf_hash_at(index)?)),
+        }
     }
 
     /// The versions of an entity with indexes in `from..to`, oldest first: `(index, leaf hash)`.
@@ -126,7 +180,7 @@ impl Store {
         entity: &str,
         from: u64,
         to: u64,
-    ) -> impl Iterator<Item = Result<(u64, Hash), LedgerError>> + use<> {
+    ) -> impl Iterator<Item = Result<(u64, Hash), LedgerError>> + use<'_> {
         let name = EntityName::new(tenant, entity);
         self.versions
             .range(name.key(from)..name.key(to.max(from)))
@@ -134,6 +188,7 @@ impl Store {
                 Ok((k, v)) => name.version(&k, &v).transpose(),
                 Err(e) => Some(Err(e.into())),
             })
+            .map(|found| self.with_leaf_hash(found?))
     }
 
     /// Whether the index holds the version of `entity` at `index` with leaf hash `leaf`, in
@@ -147,7 +202,7 @@ impl Store {
     ) -> Result<bool, LedgerError> {
         let name = EntityName::new(tenant, entity);
         if let Some(v) = self.versions.get(name.key(index))? {
-            return Ok(*v == name.value(leaf));
+            return Ok(name.holds(&v, leaf));
         }
         let Some(legacy) = &self.legacy_versions else {
             return Ok(false);
@@ -195,7 +250,8 @@ impl Store {
                 let leaf = Hash::from_slice(&v).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
                 let entity = EntityName::from_legacy(name);
                 let index = be_u64(index)?;
-                batch.insert(&self.versions, entity.key(index), entity.value(&leaf));
+                // Wide: the leaf hash is at hand, so readers need not look for it.
+                batch.insert(&self.versions, entity.key(index), entity.wide_value(&leaf));
                 batch.remove(&legacy, k.clone());
                 after = Some(k);
                 step += 1;
@@ -248,11 +304,17 @@ mod tests {
             let (ka, kb) = (name.key(a), name.key(b));
             prop_assert_eq!(ka.len(), 20);
             prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
-            let v = name.value(&leaf(n));
-            prop_assert_eq!(name.version(&ka, &v).unwrap(), Some((a, leaf(n))));
+            let (v, wide) = (name.value(), name.wide_value(&leaf(n)));
+            prop_assert_eq!(v.len(), 20);
+            prop_assert_eq!(name.version(&ka, &v).unwrap(), Some((a, None)));
+            prop_assert_eq!(name.version(&ka, &wide).unwrap(), Some((a, Some(leaf(n)))));
+            prop_assert!(name.holds(&v, &leaf(n)) && name.holds(&wide, &leaf(n)));
+            prop_assert!(!name.holds(&name.wide_value(&leaf(n.wrapping_add(1))), &leaf(n)));
             let stranger = EntityName { tag: name.tag, ..EntityName::new(&tenant, &other) };
             if other != entity {
                 prop_assert_eq!(stranger.version(&ka, &v).unwrap(), None);
+                prop_assert_eq!(stranger.version(&ka, &wide).unwrap(), None);
+                prop_assert!(!stranger.holds(&v, &leaf(n)) && !stranger.holds(&wide, &leaf(n)));
             }
             let mut legacy = crate::store::entity_prefix(&tenant, &entity);
             legacy.extend_from_slice(&a.to_be_bytes());
@@ -261,7 +323,8 @@ mod tests {
     }
 
     /// Another entity whose tag is the same (made here by hand; finding one takes 2^48
-    /// hashes) shares the key range: every reader skips its entries.
+    /// hashes) shares the key range: every reader skips its entries. (Wide values, which hold
+    /// the leaf hash, so that no leaves are needed; narrow ones: `erase/tests.rs`.)
     #[test]
     fn readers_skip_an_entity_that_shares_the_tag() {
         let (_dir, store) = store();
@@ -273,7 +336,7 @@ mod tests {
         for (name, index, n) in [(mine, 3, 1), (theirs, 5, 2), (mine, 7, 3), (theirs, 9, 4)] {
             store
                 .versions
-                .insert(name.key(index), name.value(&leaf(n)))
+                .insert(name.key(index), name.wide_value(&leaf(n)))
                 .unwrap();
         }
         assert_eq!(
@@ -395,7 +458,10 @@ mod tests {
         {
             let store = Store::open(dir.path(), 1 << 20).unwrap();
             let a = EntityName::new("t", "a");
-            store.versions.insert(a.key(2), a.value(&leaf(2))).unwrap();
+            store
+                .versions
+                .insert(a.key(2), a.wide_value(&leaf(2)))
+                .unwrap();
             store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
         }
         let mut store = Store::open(dir.path(), 1 << 20).unwrap();

@@ -979,3 +979,108 @@ fn entity_versions_of_an_earlier_build_move_to_the_new_layout() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The entity index's values hold no leaf hash (session 23): readers take it from the
+/// version's full level-0 tile or hash its stored leaf (the right edge's tile is not stored).
+/// Both, for histories and, after a restart (the writer's memory empty), for refs by name;
+/// wide values of earlier builds read the same beside them; `verify` checks either kind.
+#[test]
+fn entity_versions_without_leaf_hashes_read_them_from_tiles_and_leaves() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let entity = |i: usize| match i {
+        10 | 100 => "early".to_owned(),
+        20 | 290 => "late".to_owned(),
+        _ => format!("filler:{i}"),
+    };
+    let batch = (0..300)
+        .map(|i| {
+            rec(json!({"kind": "input", "entity": entity(i),
+                       "actor": {"type": "agent", "id": "a1"}, "payload": {"i": i}}))
+        })
+        .collect();
+    let receipts = ledger.append_blocking(batch).unwrap();
+    let version = |i: usize| (receipts[i].index, receipts[i].id);
+    assert!(
+        version(100).0 < 256 && version(290).0 >= 256,
+        "{receipts:?}"
+    );
+    assert!(ledger.head().size < 512);
+    let history = |ledger: &Ledger, entity: &str| {
+        ledger
+            .entity_versions(DEFAULT_TENANT, entity, None, 100)
+            .unwrap()
+    };
+    assert_eq!(history(&ledger, "early"), vec![version(10), version(100)]);
+    assert_eq!(history(&ledger, "late"), vec![version(20), version(290)]);
+    for kv in ledger.store().versions.iter() {
+        let (_, v) = kv.unwrap();
+        assert_eq!(v.len(), 20, "no leaf hash in the value");
+    }
+    assert!(ledger.store().tile(0, 0).unwrap().is_some());
+    assert!(ledger.store().tile(0, 1).unwrap().is_none());
+    drop(ledger);
+
+    let cite = |ledger: &Ledger, name: &str| {
+        let r = append(
+            ledger,
+            json!({"kind": "output", "actor": {"type": "agent", "id": "a1"},
+                   "refs": [{"role": "source", "ref": name}]}),
+        );
+        Hash(Leaf::decode(&r.leaf).unwrap().refs[0].hash)
+    };
+    let ledger = fx.open();
+    assert_eq!(
+        cite(&ledger, "early"),
+        version(100).1,
+        "from the stored tile"
+    );
+    assert_eq!(
+        cite(&ledger, "late"),
+        version(290).1,
+        "from the stored leaf"
+    );
+    drop(ledger);
+    assert!(fx.verify().is_ok());
+
+    // An earlier build's wide value (leaf hash ‖ check) beside the new ones.
+    let name = crate::versions::EntityName::new(DEFAULT_TENANT, "early");
+    let wide = |leaf: &Hash| [leaf.as_bytes().as_slice(), &name.value()].concat();
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    let (at, id) = version(10);
+    store.versions.insert(name.key(at), wide(&id)).unwrap();
+    store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    drop(store);
+    let ledger = fx.open();
+    assert_eq!(history(&ledger, "early"), vec![version(10), version(100)]);
+    drop(ledger);
+    assert!(fx.verify().is_ok());
+
+    // A wide value with another leaf hash, then a value with a damaged check: each is named by
+    // its index.
+    for (index, value) in [
+        (at, wide(&version(11).1)),
+        (version(100).0, {
+            let mut v = name.value().to_vec();
+            v[19] ^= 1;
+            v
+        }),
+    ] {
+        let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+        store.versions.insert(name.key(index), value).unwrap();
+        store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+        drop(store);
+        match fx.verify() {
+            Err(VerifyError::Entry { index: i, reason }) if i == index => {
+                assert_eq!(reason, "missing from the entity version index")
+            }
+            other => panic!("{other:?}"),
+        }
+        let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+        store
+            .versions
+            .insert(name.key(index), name.value())
+            .unwrap();
+        store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+}
