@@ -567,7 +567,7 @@ impl Ledger {
     pub(crate) fn receipts(&self, committed: Committed) -> Result<Vec<Receipt>, LedgerError> {
         let head = committed.head;
         let mut nodes = Memo::new(TileReader::new(&self.inner.store, &head.edge));
-        let mut out = Vec::with_capacity(committed.entries.len());
+        let mut out: Vec<Receipt> = Vec::with_capacity(committed.entries.len());
         for (index, leaf) in committed.entries {
             let (id, leaf, tree_size, checkpoint) = match leaf {
                 // The writer hashed the leaf already: that hash went into the tree.
@@ -588,7 +588,16 @@ impl Ledger {
                     (leaf_hash(&leaf), leaf, size, note)
                 }
             };
-            let inclusion_proof = tree::inclusion_path(&mut nodes, index, tree_size)?;
+            // Consecutive receipts against the same head share most of their paths.
+            let inclusion_proof = match out.last() {
+                Some(p) if p.tree_size == tree_size => tree::inclusion_path_after(
+                    &mut nodes,
+                    index,
+                    tree_size,
+                    (p.index, &p.inclusion_proof),
+                )?,
+                _ => tree::inclusion_path(&mut nodes, index, tree_size)?,
+            };
             out.push(Receipt {
                 id,
                 index,

@@ -166,6 +166,49 @@ pub(crate) fn inclusion_path<R: NodeReader>(
     Ok(out)
 }
 
+/// [`inclusion_path`] of `index`, given the path of another leaf `prev` in the same tree: the
+/// two share every hash above the subtree where RFC 6962's recursion first sends them different
+/// ways, so only the part below it is computed. A batch's receipts, for consecutive leaves,
+/// share all but a hash or two on average.
+pub(crate) fn inclusion_path_after<R: NodeReader>(
+    r: &mut Memo<R>,
+    index: u64,
+    size: u64,
+    (prev, prev_path): (u64, &[Hash]),
+) -> Result<Vec<Hash>, LedgerError> {
+    if index >= size || prev >= size || index == prev {
+        return inclusion_path(r, index, size);
+    }
+    // Walk down from the root while both leaves go the same way: `shared` hashes on the way.
+    let (mut start, mut end, mut shared) = (0u64, size, 0usize);
+    let k = loop {
+        let k = split_point(end - start);
+        match (index < start + k, prev < start + k) {
+            (true, true) => end = start + k,
+            (false, false) => start += k,
+            _ => break k,
+        }
+        shared += 1;
+    };
+    let Some(tail) = prev_path
+        .len()
+        .checked_sub(shared)
+        .and_then(|at| prev_path.get(at..))
+    else {
+        return inclusion_path(r, index, size);
+    };
+    let mut out = Vec::with_capacity((u64::BITS - (size - 1).leading_zeros()) as usize);
+    if index < start + k {
+        path(r, index, start, start + k, &mut out)?;
+        out.push(subtree_hash(r, start + k, end)?);
+    } else {
+        path(r, index, start + k, end, &mut out)?;
+        out.push(subtree_hash(r, start, start + k)?);
+    }
+    out.extend_from_slice(tail);
+    Ok(out)
+}
+
 fn path<R: NodeReader>(
     r: &mut Memo<R>,
     m: u64,
@@ -393,6 +436,20 @@ mod tests {
             let got = inclusion_path(&mut r, m as u64, n as u64).unwrap();
             prop_assert_eq!(&got, &ref_path(m, &ls));
             prop_assert!(provledger_signer::verify_inclusion(&ls[m], m as u64, n as u64, &got, &mth(&ls)).is_ok());
+        }
+
+        #[test]
+        fn inclusion_after_a_neighbour_matches_reference(n in 1usize..700, a in any::<u64>(), b in any::<u64>()) {
+            let ls = leaves(n);
+            let (m, prev) = ((a % n as u64) as usize, (b % n as u64) as usize);
+            let mut r = Memo::new(Leaves(ls.clone()));
+            let prev_path = ref_path(prev, &ls);
+            let got = inclusion_path_after(&mut r, m as u64, n as u64, (prev as u64, &prev_path)).unwrap();
+            prop_assert_eq!(&got, &ref_path(m, &ls));
+            if m + 1 < n {
+                let next = inclusion_path_after(&mut r, m as u64 + 1, n as u64, (m as u64, &got)).unwrap();
+                prop_assert_eq!(&next, &ref_path(m + 1, &ls));
+            }
         }
 
         #[test]
