@@ -136,14 +136,11 @@ pub(crate) fn subject_of(attributes: &BTreeMap<String, serde_json::Value>) -> Op
 
 /// Index of the erasure record that cites `id` with the [`ERASED_ROLE`], if one exists.
 pub(crate) fn erased_by(store: &Store, id: &Hash) -> Result<Option<u64>, LedgerError> {
-    for kv in store.cites.prefix(id.as_bytes()) {
-        let (k, v) = kv?;
-        if v.as_ref() == ERASED_ROLE.as_bytes() {
-            let index = store::be_u64(k.get(32..40).unwrap_or_default())?;
-            return Ok(Some(index));
-        }
-    }
-    Ok(None)
+    let citing = store.citing(id, 0, u64::MAX, usize::MAX)?;
+    Ok(citing
+        .into_iter()
+        .find(|(_, role)| role.as_ref() == ERASED_ROLE.as_bytes())
+        .map(|(index, _)| index))
 }
 
 /// Plans a request against the committed store and the erasures staged earlier in the same

@@ -311,6 +311,7 @@ impl Ledger {
         }
         let state = store.state()?;
         store.mark_leaf_runs(state.size)?;
+        store.mark_cited_by(state.size)?;
         let mut ring = KeyRing::load(&config.data_dir)?;
         if ring.entries().is_empty() {
             ring = KeyRing::first(&key.verifier());
@@ -841,18 +842,14 @@ impl Ledger {
     ) -> Result<Vec<(u64, String)>, LedgerError> {
         let end = before.unwrap_or(u64::MAX).min(self.head().size);
         let start = after.map_or(0, |a| a.saturating_add(1));
-        let mut out = Vec::new();
         if start >= end {
-            return Ok(out);
+            return Ok(Vec::new());
         }
-        let from = crate::store::cites_key(id.as_bytes(), start, 0);
-        let to = crate::store::cites_key(id.as_bytes(), end, 0);
-        for kv in self.inner.store.cites.range(from..to).take(limit) {
-            let (k, v) = kv?;
-            let index = crate::store::be_u64(k.get(32..40).unwrap_or_default())?;
-            out.push((index, String::from_utf8_lossy(&v).into_owned()));
-        }
-        Ok(out)
+        let citing = self.inner.store.citing(id, start, end, limit)?;
+        Ok(citing
+            .into_iter()
+            .map(|(index, role)| (index, String::from_utf8_lossy(&role).into_owned()))
+            .collect())
     }
 
     /// The first index in `[from, to)` whose integration time is at least `time_ms` (`to` when

@@ -33,6 +33,7 @@
 //! ```
 
 mod access;
+mod cites;
 mod coalesce;
 mod compact;
 mod erase;

@@ -360,40 +360,45 @@ impl Recents {
         }
     }
 
-    /// Whether the committed record `id` belongs to `tenant` (`None`: there is no such
-    /// record): from what is kept, else from the store, whose answer is then kept.
-    fn tenant_is(
+    /// The index of the committed record `id` and whether it belongs to `tenant` (`None`:
+    /// there is no such record): from what is kept, else from the store, whose answer is then
+    /// kept.
+    fn locate(
         &mut self,
         store: &Store,
         id: &Hash,
         tenant: &str,
-    ) -> Result<Option<bool>, LedgerError> {
-        if let Some((_, t)) = self.id_maps.iter().rev().find_map(|m| m.get(id)) {
-            return Ok(Some(t == tenant));
+    ) -> Result<Option<(u64, bool)>, LedgerError> {
+        if let Some((at, t)) = self.id_maps.iter().rev().find_map(|m| m.get(id)) {
+            return Ok(Some((*at, t == tenant)));
         }
-        if let Some((_, t)) = self.ids.get(id) {
-            return Ok(Some(t == tenant));
+        if let Some((at, t)) = self.ids.get(id) {
+            return Ok(Some((at, t == tenant)));
         }
         let Some(entry) = store.lookup_id(id)? else {
             return Ok(None);
         };
-        let same = entry.1 == tenant;
+        let found = (entry.0, entry.1 == tenant);
         self.ids.insert(*id, entry);
-        Ok(Some(same))
+        Ok(Some(found))
     }
 
-    /// The leaf hash of the latest committed version of `name`, when it has one: from what is
-    /// kept, else from the store, whose answer is then kept. Only for a name with no version in
-    /// flight, so that the store's latest is the latest.
-    fn latest(&mut self, store: &Store, name: &EntityName) -> Result<Option<Hash>, LedgerError> {
-        if let Some((_, h)) = self.latest.get(name) {
-            return Ok(Some(h));
+    /// The index and leaf hash of the latest committed version of `name`, when it has one:
+    /// from what is kept, else from the store, whose answer is then kept. Only for a name with
+    /// no version in flight, so that the store's latest is the latest.
+    fn latest(
+        &mut self,
+        store: &Store,
+        name: &EntityName,
+    ) -> Result<Option<(u64, Hash)>, LedgerError> {
+        if let Some(version) = self.latest.get(name) {
+            return Ok(Some(version));
         }
         let stored = store.latest_version(name)?;
         if let Some(version) = stored {
             self.latest.insert(*name, version);
         }
-        Ok(stored.map(|(_, h)| h))
+        Ok(stored)
     }
 }
 
@@ -457,7 +462,7 @@ struct Open {
 }
 
 /// A batch's writes to the partitions whose keys land all over their key space: `ids` (leaf
-/// hashes), `entity_versions` (entities interleave), `cites` (cited hashes) and `subjects`.
+/// hashes), `entity_versions` (entities interleave), `cited_by` (cited indexes) and `subjects`.
 /// They are held back until the batch is sealed and then added to it in key order.
 ///
 /// fjall inserts a batch into its memtables in the order the batch holds its items, and each
@@ -518,7 +523,7 @@ impl Scattered {
         for (partition, mut writes) in [
             (&store.ids, ids),
             (&store.versions, versions),
-            (&store.cites, cites),
+            (&store.cited_by, cites),
             (&store.subjects, subjects),
         ] {
             writes.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
@@ -643,6 +648,8 @@ struct NewEntry {
     /// The record's entity, if it names one.
     version: Option<EntityName>,
     refs: Vec<LeafRef>,
+    /// The index of the record each ref cites (the cited-by index's keys).
+    cited: Vec<u64>,
     payload: Option<SealedPayload>,
     idempotency: Option<(String, [u8; 32])>,
     /// The `subject` attribute, indexed for erasure by subject.
@@ -1022,8 +1029,9 @@ impl Writer {
                 }
             }
             let mut refs = Vec::with_capacity(record.refs.len());
+            let mut cited = Vec::with_capacity(record.refs.len());
             for (j, (role, target)) in record.refs.iter().enumerate() {
-                let hash = self
+                let (at, hash) = self
                     .resolve(&record.tenant, target, &local, prior)?
                     .ok_or_else(|| LedgerError::UnknownRef {
                         field: format!("{}.refs[{j}].ref", record.field),
@@ -1036,6 +1044,7 @@ impl Writer {
                     role: role.clone(),
                     hash: *hash.as_bytes(),
                 });
+                cited.push(at);
             }
             let PreparedRecord {
                 tenant,
@@ -1086,6 +1095,7 @@ impl Writer {
                 tenant,
                 version,
                 refs,
+                cited,
                 payload,
                 idempotency: idempotency_key.map(|k| (k, fingerprint)),
                 subject,
@@ -1132,27 +1142,26 @@ impl Writer {
         Ok((staged, local, (plan.deletes, runs)))
     }
 
+    /// The index and leaf hash of the record a ref cites, if it names one of the citing
+    /// record's tenant.
     fn resolve(
         &self,
         tenant: &str,
         target: &RefTarget,
         local: &Overlay,
         prior: &Prior<'_>,
-    ) -> Result<Option<Hash>, LedgerError> {
+    ) -> Result<Option<(u64, Hash)>, LedgerError> {
         match target {
             RefTarget::Id(id) => {
-                let same_tenant = match local.ids.get(id).or_else(|| prior.id(id)) {
-                    Some((_, t)) => Some(t == tenant),
-                    None => self
-                        .recent
-                        .borrow_mut()
-                        .tenant_is(&self.store, id, tenant)?,
+                let found = match local.ids.get(id).or_else(|| prior.id(id)) {
+                    Some((at, t)) => Some((*at, t == tenant)),
+                    None => self.recent.borrow_mut().locate(&self.store, id, tenant)?,
                 };
-                Ok((same_tenant == Some(true)).then_some(*id))
+                Ok(found.and_then(|(at, same)| same.then_some((at, *id))))
             }
             RefTarget::Entity(_, name) => {
                 match local.latest.get(name).or_else(|| prior.latest(name)) {
-                    Some((_, h)) => Ok(Some(*h)),
+                    Some(version) => Ok(Some(*version)),
                     // Not in flight, so the store's latest is the latest.
                     None => self.recent.borrow_mut().latest(&self.store, name),
                 }
@@ -1179,6 +1188,7 @@ impl Writer {
                         tenant,
                         version,
                         refs,
+                        cited,
                         payload,
                         idempotency,
                         subject,
@@ -1202,9 +1212,9 @@ impl Writer {
                             Slice::new(&name.value()),
                         ));
                     }
-                    for (position, r) in (0u16..).zip(&refs) {
+                    for ((position, r), cited) in (0u16..).zip(&refs).zip(cited) {
                         scattered.cites.push(held(
-                            store::cites_key(&r.hash, index, position).into(),
+                            Slice::new(&crate::cites::key(cited, index, position)),
                             Slice::new(r.role.as_bytes()),
                         ));
                     }

@@ -11,12 +11,14 @@
 //! | `ids`      | leaf hash (32)                        | index (u64 BE) ‖ tenant               |
 //! | `entity_versions` | SHA-256(tenant ‖ 0 ‖ entity ‖ 0)[..12] ‖ index (u64 BE) | the digest's other 20 bytes; before session 23 (and when moved from `versions`), leaf hash (32) ‖ those (see `versions.rs`) |
 //! | `idem`     | tenant ‖ 0 ‖ idempotency key          | index (u64 BE) ‖ fingerprint (32)     |
-//! | `cites`    | cited leaf hash (32) ‖ citing index (u64 BE) ‖ ref position (u16 BE) | role   |
+//! | `cited_by` | cited index (u64 BE) ‖ citing index (u64 BE) ‖ ref position (u16 BE) | role (see `cites.rs`) |
+//! | `cites`    | before session 23: cited leaf hash (32) ‖ citing index (u64 BE) ‖ ref position (u16 BE) | role |
 //! | `checkpoints` | tree size (u64 BE)                 | the signed checkpoint note for that size |
 //! | `subjects` | tenant ‖ 0 ‖ subject ‖ 0 ‖ index (BE) | leaf hash (32)                        |
 //! | `meta`     | `state`                               | MessagePack [`State`]                 |
 //! | `meta`     | `payload_runs_below`                  | u64 BE: `payloads` holds runs below it (`u64::MAX`: everywhere) |
 //! | `meta`     | `leaf_runs_from`                      | u64 BE: `entries` holds runs from it on (0: everywhere) |
+//! | `meta`     | `cited_by_from`                       | u64 BE: refs of records from it on are in `cited_by`, below it in `cites` |
 //! | `meta`     | `indexes`                             | layout version (u8, now 2) of the four indexes below; absent → rebuilt on open, older → upgraded on open |
 //! | `kinds`    | scope ‖ str(kind) ‖ first index (u64 BE) | posting chunk: LEB128 gaps to the batch's further indexes of that kind |
 //! | `actors`   | scope ‖ str(actor type) ‖ str(actor id) ‖ first index (u64 BE) | posting chunk, as in `kinds` |
@@ -466,7 +468,11 @@ pub(crate) struct Store {
     /// moves it into `entity_versions` ([`Store::migrate_versions`]).
     pub(crate) legacy_versions: Option<PartitionHandle>,
     pub(crate) idem: PartitionHandle,
-    pub(crate) cites: PartitionHandle,
+    /// `cited_by` (`cites.rs`).
+    pub(crate) cited_by: PartitionHandle,
+    /// `cites`, the cited-by index of builds before session 23 (keyed by the cited leaf hash),
+    /// for refs of records below [`Store::cited_by_from`]; never rewritten.
+    pub(crate) legacy_cites: Option<PartitionHandle>,
     pub(crate) checkpoints: PartitionHandle,
     pub(crate) meta: PartitionHandle,
     /// Records by the data subject their `subject` attribute names (erasure by subject).
@@ -490,6 +496,9 @@ pub(crate) struct Store {
     /// `entries` holds one leaf per key below this and runs from it on (`leaves.rs`):
     /// `u64::MAX` in a directory of an earlier build until a ledger opens it.
     pub(crate) leaf_runs_from: u64,
+    /// Refs of records from this index on are in `cited_by`, below it in the legacy `cites`
+    /// (`cites.rs`): `u64::MAX` in a directory of an earlier build until a ledger opens it.
+    pub(crate) cited_by_from: u64,
 }
 
 impl Store {
@@ -577,6 +586,11 @@ impl Store {
             None if fresh => 0,
             None => u64::MAX,
         };
+        let cited_by_from = match meta.get(crate::cites::CITED_BY_FROM_KEY)? {
+            Some(v) => be_u64(&v)?,
+            None if fresh => 0,
+            None => u64::MAX,
+        };
         Ok(Store {
             entries,
             payloads,
@@ -590,7 +604,11 @@ impl Store {
                 false => None,
             },
             idem: open("idem", false, true)?,
-            cites: open("cites", false, false)?,
+            cited_by: open("cited_by", false, false)?,
+            legacy_cites: match keyspace.partition_exists("cites") {
+                true => Some(open("cites", false, false)?),
+                false => None,
+            },
             checkpoints: open("checkpoints", false, false)?,
             meta,
             subjects: open("subjects", false, false)?,
@@ -604,6 +622,7 @@ impl Store {
             upper_in_old_place,
             payload_runs_below,
             leaf_runs_from,
+            cited_by_from,
         })
     }
 
@@ -617,7 +636,7 @@ impl Store {
             ("ids", &self.ids),
             ("entity_versions", &self.versions),
             ("idem", &self.idem),
-            ("cites", &self.cites),
+            ("cited_by", &self.cited_by),
             ("checkpoints", &self.checkpoints),
             ("meta", &self.meta),
             ("subjects", &self.subjects),
@@ -804,16 +823,6 @@ pub(crate) fn entity_prefix(tenant: &str, entity: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(entity.as_bytes());
     k.push(0);
-    k
-}
-
-/// Key of the reverse-reference index: cited hash ‖ citing index ‖ position of the ref in the
-/// citing leaf (a record may cite the same source more than once, in different roles).
-pub(crate) fn cites_key(cited: &[u8; 32], citing: u64, position: u16) -> Vec<u8> {
-    let mut k = Vec::with_capacity(42);
-    k.extend_from_slice(cited);
-    k.extend_from_slice(&citing.to_be_bytes());
-    k.extend_from_slice(&position.to_be_bytes());
     k
 }
 
@@ -1142,7 +1151,7 @@ pub(crate) mod tests {
         assert!(store.entries.tree.active_memtable_size() > 0);
         // `entries` from its floor on is sealed like any other.
         fill(&store.entries, 2);
-        fill(&store.cites, 4);
+        fill(&store.cited_by, 4);
         relieve_write_buffer(&store).unwrap();
         assert_eq!(store.entries.tree.active_memtable_size(), 0);
         assert!(store.ids.tree.active_memtable_size() > 0);

@@ -253,8 +253,21 @@ fn verify_inner(
         }
         for (position, r) in (0u16..).zip(&leaf.refs) {
             cites += 1;
-            let key = store::cites_key(&r.hash, index, position);
-            if store.cites.get(key).map_err(LedgerError::from)?.as_deref()
+            let cited = Hash(r.hash);
+            // The cited record's index keys `cited_by`; the legacy `cites` needs none.
+            let at = match index >= store.cited_by_from {
+                true => match store.lookup_id(&cited)? {
+                    Some((at, _)) if at < index => at,
+                    _ => {
+                        return Err(entry(format!(
+                            "reference to {} names no earlier record",
+                            hex::encode(r.hash)
+                        )))
+                    }
+                },
+                false => 0,
+            };
+            if store.cited_role((&cited, at), index, position)?.as_deref()
                 != Some(r.role.as_bytes())
             {
                 return Err(entry(format!(
@@ -314,7 +327,7 @@ fn verify_inner(
             "the subject index holds entries for records that do not exist".into(),
         ));
     }
-    if store.cites.len().map_err(LedgerError::from)? as u64 != cites {
+    if store.cites_count()? != cites {
         return Err(VerifyError::Storage(
             "the reverse-reference index holds entries that no record's refs account for".into(),
         ));

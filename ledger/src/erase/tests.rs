@@ -1084,3 +1084,150 @@ fn entity_versions_without_leaf_hashes_read_them_from_tiles_and_leaves() {
         store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
     }
 }
+
+/// A directory of a build before session 23 holds the cited-by index as `cites` (cited leaf
+/// hash ‖ citing index ‖ position → role) and no `meta/cited_by_from`. `verify` reads it as it
+/// is; a ledger opening it marks the tree size, writes later refs to `cited_by`, and every
+/// reader (citations, erasure checks, `verify`) reads both; `verify` names a ref missing from
+/// either by the citing record's index.
+#[test]
+fn cites_of_an_earlier_build_are_read_beside_the_new_index() {
+    let fx = Fixture::new();
+    let ledger = fx.open();
+    let source = append(
+        &ledger,
+        json!({"kind": "input", "entity": "doc:a", "actor": {"type": "agent", "id": "a1"},
+               "payload": {"text": "x"}}),
+    );
+    let cite = |ledger: &Ledger, role: &str| {
+        append(
+            ledger,
+            json!({"kind": "output", "actor": {"type": "agent", "id": "a1"},
+                   "refs": [{"role": role, "ref": "doc:a"}, {"role": "again", "ref": source.id.to_hex()}]}),
+        )
+        .index
+    };
+    let old = [cite(&ledger, "input"), cite(&ledger, "basis")];
+    let erased = append(
+        &ledger,
+        json!({"kind": "input", "actor": {"type": "agent", "id": "a1"}, "payload": {"n": 1}}),
+    );
+    let erasure = ledger
+        .erase_blocking(request(ErasureTarget::Record(erased.id), "old"))
+        .unwrap()[0]
+        .index;
+    drop(ledger);
+
+    // Rewrite the index in the old layout.
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.cited_by_from, 0);
+    let legacy = store
+        .keyspace
+        .open_partition("cites", Default::default())
+        .unwrap();
+    let mut moved = 0;
+    for kv in store.cited_by.iter().collect::<Vec<_>>() {
+        let (k, role) = kv.unwrap();
+        let cited = store.leaf_hash_at(u64::from_be_bytes(k[..8].try_into().unwrap()));
+        legacy
+            .insert(
+                [cited.unwrap().as_bytes().as_slice(), &k[8..]].concat(),
+                role,
+            )
+            .unwrap();
+        store.cited_by.remove(k).unwrap();
+        moved += 1;
+    }
+    assert_eq!(
+        moved, 5,
+        "two refs each from two records, and the erasure's"
+    );
+    store.meta.remove(crate::cites::CITED_BY_FROM_KEY).unwrap();
+    store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    drop((legacy, store));
+    let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+    assert_eq!(store.cited_by_from, u64::MAX);
+    assert!(store.legacy_cites.is_some());
+    drop(store);
+    assert!(fx.verify().is_ok(), "verify reads it as it is");
+
+    let ledger = fx.open();
+    let size = ledger.head().size;
+    assert_eq!(ledger.store().cited_by_from, size);
+    let new = [cite(&ledger, "input"), cite(&ledger, "update")];
+    let roles =
+        |ledger: &Ledger, after, limit| ledger.cited_by(&source.id, after, None, limit).unwrap();
+    let all: Vec<(u64, String)> = [
+        (old[0], "input"),
+        (old[0], "again"),
+        (old[1], "basis"),
+        (old[1], "again"),
+        (new[0], "input"),
+        (new[0], "again"),
+        (new[1], "update"),
+        (new[1], "again"),
+    ]
+    .into_iter()
+    .map(|(i, r)| (i, r.to_owned()))
+    .collect();
+    assert_eq!(roles(&ledger, None, 100), all);
+    assert_eq!(roles(&ledger, None, 3), all[..3]);
+    assert_eq!(
+        roles(&ledger, Some(old[1]), 3),
+        all[4..7],
+        "across the mark"
+    );
+    assert!(
+        ledger.is_erased(&erased.id).unwrap(),
+        "erased before the mark"
+    );
+    let erased_after = append(
+        &ledger,
+        json!({"kind": "input", "actor": {"type": "agent", "id": "a1"}, "payload": {"n": 2}}),
+    );
+    ledger
+        .erase_blocking(request(ErasureTarget::Record(erased_after.id), "new"))
+        .unwrap();
+    assert!(ledger.is_erased(&erased_after.id).unwrap());
+    // A second request for the record erased before the mark finds that erasure.
+    let again = ledger
+        .erase_blocking(request(ErasureTarget::Record(erased.id), "again"))
+        .unwrap();
+    assert_eq!(again[0].index, erasure);
+    drop(ledger);
+    assert!(fx.verify().is_ok());
+
+    // A ref missing from either layout is named by its citing record's index.
+    for (index, partition) in [(old[1], "cites"), (new[0], "cited_by")] {
+        let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+        let p = store
+            .keyspace
+            .open_partition(partition, Default::default())
+            .unwrap();
+        let (k, role) = p
+            .iter()
+            .map(|kv| kv.unwrap())
+            .find(|(k, _)| k[k.len() - 10..k.len() - 2] == index.to_be_bytes())
+            .unwrap();
+        p.remove(k.clone()).unwrap();
+        store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+        drop((p, store));
+        match fx.verify() {
+            Err(VerifyError::Entry { index: i, reason }) if i == index => {
+                assert!(
+                    reason.contains("missing from the reverse index"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let store = Store::open(fx.dir.path(), 1 << 20).unwrap();
+        let p = store
+            .keyspace
+            .open_partition(partition, Default::default())
+            .unwrap();
+        p.insert(k, role).unwrap();
+        store.keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    assert!(fx.verify().is_ok());
+}
