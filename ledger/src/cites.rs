@@ -114,16 +114,9 @@ impl Store {
     /// Marks, durably, where `cited_by` starts in this directory, if no ledger has yet: the
     /// tree size now (0 for a new one). Call before anything is appended.
     pub(crate) fn mark_cited_by(&mut self, size: u64) -> Result<(), LedgerError> {
-        if self.meta.get(CITED_BY_FROM_KEY)?.is_some() {
-            return Ok(());
+        if self.mark_once(CITED_BY_FROM_KEY, size)? {
+            self.cited_by_from = size;
         }
-        let mut batch = self
-            .keyspace
-            .batch()
-            .durability(Some(fjall::PersistMode::SyncAll));
-        batch.insert(&self.meta, CITED_BY_FROM_KEY, size.to_be_bytes());
-        batch.commit()?;
-        self.cited_by_from = size;
         Ok(())
     }
 }

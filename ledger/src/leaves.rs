@@ -199,16 +199,9 @@ impl Store {
     /// Marks, durably, where runs start in this directory, if no ledger has yet: the tree
     /// size now (0 for a new one). Call before anything is appended.
     pub(crate) fn mark_leaf_runs(&mut self, size: u64) -> Result<(), LedgerError> {
-        if self.meta.get(RUNS_FROM_KEY)?.is_some() {
-            return Ok(());
+        if self.mark_once(RUNS_FROM_KEY, size)? {
+            self.leaf_runs_from = size;
         }
-        let mut batch = self
-            .keyspace
-            .batch()
-            .durability(Some(fjall::PersistMode::SyncAll));
-        batch.insert(&self.meta, RUNS_FROM_KEY, size.to_be_bytes());
-        batch.commit()?;
-        self.leaf_runs_from = size;
         Ok(())
     }
 }

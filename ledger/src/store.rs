@@ -781,6 +781,21 @@ impl Store {
         Ok(moved)
     }
 
+    /// Stores `size` (u64 BE) under `key` in `meta`, fsynced, unless a value is there already
+    /// (a layout mark: where a newer layout starts); whether it stored it.
+    pub(crate) fn mark_once(&self, key: &[u8], size: u64) -> Result<bool, LedgerError> {
+        if self.meta.get(key)?.is_some() {
+            return Ok(false);
+        }
+        let mut batch = self
+            .keyspace
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncAll));
+        batch.insert(&self.meta, key, size.to_be_bytes());
+        batch.commit()?;
+        Ok(true)
+    }
+
     /// Index and tenant of a record id.
     pub(crate) fn lookup_id(&self, id: &Hash) -> Result<Option<(u64, String)>, LedgerError> {
         let Some(v) = self.ids.get(id.as_bytes())? else {
