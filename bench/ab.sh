@@ -11,14 +11,7 @@ cd "$(dirname "$0")/.."
 BIN=$1; RECORDS=$2; CONNS=$3; SECS=$4
 D=${AB_DIR:-/tmp/provledger-ab}
 PORT=${PORT:-18284}
-URL=http://127.0.0.1:$PORT
-rm -rf "$D"
-"$BIN" serve --data-dir "$D" --listen 127.0.0.1:$PORT > "$D.server.log" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT
-until curl -sf $URL/healthz >/dev/null; do sleep 0.05; done
-export PROVLEDGER_TOKEN
-PROVLEDGER_TOKEN=$(cat "$D/admin.token")
+. bench/fresh-server.sh
 if [ "${REFS:-0}" -gt 0 ]; then
   # The entities the records cite (bench/wrk-records.lua), before the timing.
   seed=$(for k in $(seq 0 999); do

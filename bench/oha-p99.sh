@@ -8,16 +8,10 @@ cd "$(dirname "$0")/.."
 BIN=$1; RATE=$2; SECS=${3:-20}
 D=${OHA_DIR:-/tmp/provledger-oha}
 PORT=${PORT:-18291}
-URL=http://127.0.0.1:$PORT
-rm -rf "$D"
-"$BIN" serve --data-dir "$D" --listen 127.0.0.1:$PORT > "$D.server.log" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null || true' EXIT
-until curl -sf $URL/healthz >/dev/null; do sleep 0.05; done
-TOKEN=$(cat "$D/admin.token")
+. bench/fresh-server.sh
 ticks() { awk '{print $14 + $15}' /proc/$PID/stat; }
 c0=$(ticks)
 out=$(oha --no-tui -z "${SECS}s" -c 64 -q "$RATE" --latency-correction -m POST \
-  -H "Authorization: Bearer $TOKEN" -T application/json -D bench/record.json $URL/v1/records)
+  -H "Authorization: Bearer $PROVLEDGER_TOKEN" -T application/json -D bench/record.json $URL/v1/records)
 c1=$(ticks)
 echo "$BIN at $RATE/s: $(echo "$out" | grep -E 'Requests/sec|50.00%|99.00%' | tr -s ' \n\t' ' ')server CPU $(( (c1 - c0) * 1000 / $(getconf CLK_TCK) )) ms"
