@@ -6,9 +6,10 @@
 //! leaf (u16 BE), 18 bytes; the value is the ref's role. Keyed by the cited record's index
 //! rather than its 32-byte leaf hash, the key is short enough for fjall to keep inline in its
 //! memtable, and refs to records appended lately — most refs — write keys near each other
-//! rather than all over the key space: with two refs a record, the process took ~18 % less
-//! CPU per record in process (`docs/benchmarks.md`, session 23). A reader that starts from a
-//! record id finds its index in `ids` first.
+//! rather than all over the key space: with two refs a record, the process took 7 % (300,000
+//! records) to 11 % (two million) less CPU per record in process, and the server 14 % less over
+//! HTTP (`docs/benchmarks.md`, session 23). A reader that starts from a record id finds its
+//! index in `ids` first.
 //!
 //! Directories written before session 23 hold partition `cites` instead (cited leaf hash ‖
 //! citing index ‖ position → role). Nothing rewrites it: the first start of a newer build

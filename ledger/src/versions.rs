@@ -13,7 +13,7 @@
 //! version's full level-0 tile, or hash the stored leaf ([`Store::leaf_hash_at`]). Refs by name
 //! to recently committed versions, which most refs are, never get here: the writer keeps what
 //! it committed lately (`pipeline.rs`). Without the hash the value is 20 bytes, inline in
-//! fjall's memtable like the key: ~6 % of the process's CPU per record in process
+//! fjall's memtable like the key: ~12 % of the process's CPU per record in process
 //! (`docs/benchmarks.md`, sessions 21 and 23). Values written before session 23 are *wide*
 //! (leaf hash ‖ check, 52 bytes), as are those moved from a legacy index (below); readers take
 //! both, and nothing rewrites them.
