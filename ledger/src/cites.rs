@@ -48,42 +48,41 @@ fn legacy_key(cited: &Hash, citing: u64, position: u16) -> Vec<u8> {
 }
 
 impl Store {
-    /// The refs to record `id` from records with indexes in `from..to`, oldest first:
-    /// `(citing index, role)`, at most `limit` of them.
-    pub(crate) fn citing(
+    /// Calls `visit` with each ref to record `id` from records with indexes in `from..to`,
+    /// oldest first: `(citing index, role)`, until it returns `false`. A visitor rather than a
+    /// list, so that a reader looking for one ref (an erasure) stops there, even under a record
+    /// that millions cite.
+    pub(crate) fn each_citing(
         &self,
         id: &Hash,
         from: u64,
         to: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, Slice)>, LedgerError> {
-        let mut out = Vec::new();
+        mut visit: impl FnMut(u64, Slice) -> bool,
+    ) -> Result<(), LedgerError> {
         let split = |k: &[u8], at: usize| be_u64(k.get(at..at + 8).unwrap_or_default());
         let legacy_to = to.min(self.cited_by_from);
         if let Some(legacy) = self.legacy_cites.as_ref().filter(|_| from < legacy_to) {
-            let range = legacy_key(id, from, 0)..legacy_key(id, legacy_to, 0);
-            for kv in legacy.range(range).take(limit) {
+            for kv in legacy.range(legacy_key(id, from, 0)..legacy_key(id, legacy_to, 0)) {
                 let (k, role) = kv?;
-                out.push((split(&k, 32)?, role));
+                if !visit(split(&k, 32)?, role) {
+                    return Ok(());
+                }
             }
         }
         let from = from.max(self.cited_by_from);
-        if from >= to || out.len() >= limit {
-            return Ok(out);
+        if from >= to {
+            return Ok(());
         }
         let Some((cited, _)) = self.lookup_id(id)? else {
-            return Ok(out);
+            return Ok(());
         };
-        let room = limit - out.len();
-        for kv in self
-            .cited_by
-            .range(key(cited, from, 0)..key(cited, to, 0))
-            .take(room)
-        {
+        for kv in self.cited_by.range(key(cited, from, 0)..key(cited, to, 0)) {
             let (k, role) = kv?;
-            out.push((split(&k, 8)?, role));
+            if !visit(split(&k, 8)?, role) {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The role of ref number `position` of the record at `citing`, which cites record `cited`

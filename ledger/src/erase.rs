@@ -136,11 +136,14 @@ pub(crate) fn subject_of(attributes: &BTreeMap<String, serde_json::Value>) -> Op
 
 /// Index of the erasure record that cites `id` with the [`ERASED_ROLE`], if one exists.
 pub(crate) fn erased_by(store: &Store, id: &Hash) -> Result<Option<u64>, LedgerError> {
-    let citing = store.citing(id, 0, u64::MAX, usize::MAX)?;
-    Ok(citing
-        .into_iter()
-        .find(|(_, role)| role.as_ref() == ERASED_ROLE.as_bytes())
-        .map(|(index, _)| index))
+    let mut by = None;
+    store.each_citing(id, 0, u64::MAX, |index, role| {
+        if role.as_ref() == ERASED_ROLE.as_bytes() {
+            by = Some(index);
+        }
+        by.is_none()
+    })?;
+    Ok(by)
 }
 
 /// Plans a request against the committed store and the erasures staged earlier in the same

@@ -842,14 +842,17 @@ impl Ledger {
     ) -> Result<Vec<(u64, String)>, LedgerError> {
         let end = before.unwrap_or(u64::MAX).min(self.head().size);
         let start = after.map_or(0, |a| a.saturating_add(1));
-        if start >= end {
-            return Ok(Vec::new());
+        let mut out = Vec::new();
+        if start >= end || limit == 0 {
+            return Ok(out);
         }
-        let citing = self.inner.store.citing(id, start, end, limit)?;
-        Ok(citing
-            .into_iter()
-            .map(|(index, role)| (index, String::from_utf8_lossy(&role).into_owned()))
-            .collect())
+        self.inner
+            .store
+            .each_citing(id, start, end, |index, role| {
+                out.push((index, String::from_utf8_lossy(&role).into_owned()));
+                out.len() < limit
+            })?;
+        Ok(out)
     }
 
     /// The first index in `[from, to)` whose integration time is at least `time_ms` (`to` when
