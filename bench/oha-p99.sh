@@ -23,5 +23,6 @@ server=$(curl -sf -H "Authorization: Bearer $PROVLEDGER_TOKEN" $URL/metrics | aw
   /^provledger_http_request_seconds_bucket\{route="\/v1\/records"/ { split($1, a, "le=\""); r[substr(a[2], 1, index(a[2], "\"") - 1)] = $2 }
   /^provledger_commit_seconds_bucket/ { split($1, a, "le=\""); c[substr(a[2], 1, index(a[2], "\"") - 1)] = $2 }
   END { printf "server: %d of %d requests over 10 ms, %d over 20 ms; %d of %d commits over 5 ms, %d over 10 ms",
-        r["+Inf"] - r["0.01"], r["+Inf"], r["+Inf"] - r["0.02"], c["+Inf"] - c["0.005"], c["+Inf"], c["+Inf"] - c["0.01"] }')
+        r["+Inf"] - r["0.01"], r["+Inf"], r["+Inf"] - r["0.02"], c["+Inf"] - c["0.005"], c["+Inf"], c["+Inf"] - c["0.01"] }') \
+  || server="server: /metrics did not answer"
 echo "$BIN at $RATE/s: $(echo "$out" | grep -E 'Requests/sec|50.00%|99.00%' | tr -s ' \n\t' ' ')server CPU $(( (c1 - c0) * 1000 / $(getconf CLK_TCK) )) ms; $server"
