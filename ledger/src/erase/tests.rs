@@ -1172,6 +1172,10 @@ fn cites_of_an_earlier_build_are_read_beside_the_new_index() {
     .collect();
     assert_eq!(roles(&ledger, None, 100), all);
     assert_eq!(roles(&ledger, None, 3), all[..3]);
+    assert!(
+        roles(&ledger, None, 0).is_empty(),
+        "a limit of 0 asks for none"
+    );
     assert_eq!(
         roles(&ledger, Some(old[1]), 3),
         all[4..7],
